@@ -1,0 +1,32 @@
+# vaebench front door. Every target builds .venv first when it is missing, so each works on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install test test-slow test-cuda demo clean
+
+$(BIN)/vaebench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/vaebench  ## build .venv with torch ($(TORCH)) and vaebench in editable mode
+
+test: install  ## the test suite (fast; slow tests: make test-slow)
+	$(BIN)/pytest -q
+
+test-slow: install
+	$(BIN)/pytest -q -m slow
+
+test-cuda: install  ## on a machine with a GPU
+	$(BIN)/pytest -q -m cuda
+
+demo: install  ## a small sweep of all four models on the built-in data, into outputs/demo
+	$(BIN)/vaebench -m +experiment=demo hydra.sweep.dir=outputs/demo
+	@echo "results: outputs/demo/*/result.json (one per run)"
+
+clean:
+	rm -rf outputs/runs outputs/sweeps outputs/demo

@@ -1,0 +1,72 @@
+"""`vaebench`: compose the config with Hydra and run one job (or, with -m, a sweep of them).
+
+Exit status: 0 when every job ran, whatever each job's status (ok, nan, oom, error: see result.json);
+2 for a mistake the user can fix (unknown key or option, bad value, bad data file), with one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from vaebench.config import register_configs
+from vaebench.errors import UserError
+
+log = logging.getLogger("vaebench")
+
+
+def conf_dir() -> str:
+    """conf/ ships inside the wheel as vaebench/conf; in a source checkout it is the repository's conf/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise SystemExit("vaebench: cannot find its conf/ directory (config.yaml); reinstall the package")
+
+
+def threads_per_job() -> int:
+    """Torch threads for this job, so that parallel jobs x threads never exceed the cores."""
+    cores = os.cpu_count() or 1
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return cores
+    n_jobs = hc.launcher.get("n_jobs") or 1
+    workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores
+    return max(1, cores // workers)
+
+
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
+def _task(cfg: DictConfig) -> Optional[float]:
+    from vaebench.task import run  # torch is imported only once Hydra has parsed the command line
+
+    try:
+        result = run(cfg, Path(HydraConfig.get().runtime.output_dir), threads=threads_per_job())
+    except UserError as e:
+        print(f"vaebench: error: {e}", file=sys.stderr)
+        log.error("%s", e)
+        sys.exit(2)
+    return result.get("val_recon_mse")  # the value a Hydra optimizing sweeper minimises
+
+
+def main() -> None:
+    register_configs()
+    try:
+        _task()
+    except SystemExit as e:
+        # Hydra exits 1 on a composition error (unknown key, wrong type, missing option); every job
+        # failure is already a result, so a 1 here is a user's mistake.
+        if e.code == 1:
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

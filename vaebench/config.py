@@ -1,0 +1,207 @@
+"""Typed schemas behind conf/: Hydra checks keys and types at composition, __post_init__ checks ranges.
+
+Every YAML option in conf/<group>/ names its schema in its defaults list (/schema/<group>/<name>), so a
+misspelt key or a wrong type stops before any training. `validate(cfg)` builds the dataclasses, which
+runs the range checks below; the task and the sweeper both call it before a job trains.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vaebench.data.config import DATA_SCHEMAS
+from vaebench.errors import UserError
+
+
+def require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"config key '{key}': {message}")
+
+
+class LossMode(Enum):
+    paper = "paper"  # the study's exact losses (losses.md sections 3-6, 7a)
+    corrected = "corrected"  # losses.md section 8
+
+
+class Kernel(Enum):
+    imq = "imq"
+    rbf = "rbf"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    hidden_dims: list[int] = field(default_factory=lambda: [256])
+    loss_mode: LossMode = LossMode.paper
+    kld_weight: Any = "auto"  # "auto" or a number; OmegaConf has no Union[str, float]
+    grad_clip: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        require(len(self.hidden_dims) > 0 and all(h > 0 for h in self.hidden_dims),
+                "model.hidden_dims", f"needs one or more positive sizes, got {list(self.hidden_dims)}")
+        if self.kld_weight != "auto":
+            try:
+                self.kld_weight = float(self.kld_weight)
+            except (TypeError, ValueError):
+                raise UserError(f"config key 'model.kld_weight': use auto or a number >= 0, "
+                                f"got {self.kld_weight!r}") from None
+            require(self.kld_weight >= 0, "model.kld_weight", f"must be >= 0, got {self.kld_weight}")
+        require(self.grad_clip is None or self.grad_clip > 0, "model.grad_clip",
+                f"must be > 0 or null, got {self.grad_clip}")
+
+
+@dataclass
+class VAEConfig(ModelConfig):
+    name: str = "vae"
+
+
+@dataclass
+class IWAEConfig(ModelConfig):
+    name: str = "iwae"
+    num_samples: int = 5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_samples >= 1, "model.num_samples", f"must be >= 1, got {self.num_samples}")
+
+
+@dataclass
+class InfoVAEConfig(ModelConfig):
+    name: str = "infovae"
+    alpha: float = -9.0
+    beta: float = 10.5
+    reg_weight: float = 110.0
+    kernel: Kernel = Kernel.imq
+    latent_var: float = 2.0
+    grad_clip: Optional[float] = 0.8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.alpha <= 0, "model.alpha", f"InfoVAE needs alpha <= 0, got {self.alpha}")
+        require(self.latent_var > 0, "model.latent_var", f"must be > 0, got {self.latent_var}")
+
+
+@dataclass
+class LogCoshConfig(ModelConfig):
+    name: str = "logcosh"
+    alpha: float = 10.0
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.alpha > 0, "model.alpha", f"must be > 0, got {self.alpha}")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    name: str = "adam"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optimizer.betas",
+                f"needs two numbers in [0, 1), got {list(self.betas)}")
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    name: str = "sgd"
+    momentum: float = 0.0
+
+
+@dataclass
+class RMSpropConfig(OptimizerConfig):
+    name: str = "rmsprop"
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+
+
+class Fault(Enum):
+    oom = "oom"
+    error = "error"
+    nan = "nan"
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 100
+    rel_tol: float = 0.01
+    batch_size: int = 1000
+    scheduler_gamma: float = 0.95
+    val_fraction: float = 0.1
+    drop_last: bool = False
+    threads: Optional[int] = None
+    fault: Optional[Fault] = None
+
+    def __post_init__(self) -> None:
+        require(self.max_epochs >= 1, "trainer.max_epochs", f"must be >= 1, got {self.max_epochs}")
+        require(self.rel_tol >= 0, "trainer.rel_tol", f"must be >= 0, got {self.rel_tol}")
+        require(self.batch_size >= 2, "trainer.batch_size",
+                f"must be >= 2 (BatchNorm needs two rows), got {self.batch_size}")
+        require(0 < self.scheduler_gamma <= 1, "trainer.scheduler_gamma",
+                f"must be in (0, 1], got {self.scheduler_gamma}")
+        require(0 < self.val_fraction < 1, "trainer.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        require(self.threads is None or self.threads >= 1, "trainer.threads",
+                f"must be >= 1 or null, got {self.threads}")
+
+
+@dataclass
+class Config:
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    data: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    lr: float = 1e-3
+    latent_dim: int = 20
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.latent_dim >= 1, "latent_dim", f"must be >= 1, got {self.latent_dim}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device",
+                f"use auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+SCHEMAS = {
+    "model": {"vae": VAEConfig, "iwae": IWAEConfig, "infovae": InfoVAEConfig, "logcosh": LogCoshConfig},
+    "optimizer": {"adam": AdamConfig, "sgd": SGDConfig, "rmsprop": RMSpropConfig},
+    "data": DATA_SCHEMAS,
+    "trainer": {"default": TrainerConfig},
+}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, options in SCHEMAS.items():
+        for name, schema in options.items():
+            cs.store(group=f"schema/{group}", name=name, node=schema)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """The composed config as dataclasses, with every range check run; UserError names the bad key."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        raise UserError(f"config: {e}".splitlines()[0]) from None

@@ -1,0 +1,172 @@
+"""One job end to end: check the config, skip if already finished, load data, train, and turn every
+failure into a result. Only user errors (bad config, bad data) escape, as UserError."""
+
+from __future__ import annotations
+
+import csv
+import gc
+import logging
+import os
+import platform
+import resource
+import socket
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vaebench import __version__
+from vaebench.config import Config, validate
+from vaebench.data import Dataset, load_dataset
+from vaebench.errors import UserError
+from vaebench.results import METRICS_FILE, config_hash, finished_result, write_result
+from vaebench.train import FitResult, NonFiniteError, fit, pick_device, split_indices
+
+log = logging.getLogger(__name__)
+
+# Several jobs share one worker process under joblib: the matrix is loaded and moved to the device once.
+_resident: dict[str, Any] = {"key": None, "data": None, "tensor": None}
+
+
+def resident_data(cfg: Config, device: torch.device) -> tuple[Dataset, torch.Tensor]:
+    data = load_dataset(cfg.data)
+    key = f"{data.fingerprint}@{device}"
+    if _resident["key"] != key:
+        _resident.update(key=None, data=None, tensor=None)
+        gc.collect()
+        _resident.update(key=key, data=data, tensor=torch.tensor(np.asarray(data.x), device=device))
+    return _resident["data"], _resident["tensor"]
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:  # Linux: "5" resets the process's peak resident set size (VmHWM)
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024, "peak_rss"
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_process"
+
+
+def release_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def versions() -> dict[str, str]:
+    import hydra
+    import pandas
+
+    return {"vaebench": __version__, "torch": torch.__version__, "hydra": hydra.__version__,
+            "numpy": np.__version__, "pandas": pandas.__version__, "python": platform.python_version()}
+
+
+class MetricsWriter:
+    """metrics.csv, one row per epoch, flushed as it goes so a killed run keeps its history."""
+
+    def __init__(self, path: Path):
+        self.path, self.file, self.writer = path, None, None
+        self.rows: list[dict[str, float]] = []
+
+    def __call__(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        if self.writer is None:
+            self.file = open(self.path, "w", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
+            self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None) -> dict[str, Any]:
+    """Run the job `cfg` into out_dir and return its result (also written as out_dir/result.json)."""
+    typed = validate(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    cfg_hash = config_hash(resolved)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if typed.resume:
+        done = finished_result(out_dir, cfg_hash)
+        if done is not None:
+            log.info("skipped: %s already holds a finished result (status %s)", out_dir, done["status"])
+            return {**done, "skipped": True}
+
+    torch.set_num_threads(typed.trainer.threads or threads or os.cpu_count() or 1)
+    device = pick_device(typed.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"config key 'device': {typed.device} asked for, but CUDA is not available; use device=auto")
+    data, x = resident_data(typed, device)  # UserError on bad data: not a result, the user must fix it
+    train_idx, val_idx = split_indices(len(data.x), data.labels, typed.trainer.val_fraction, typed.seed)
+
+    result: dict[str, Any] = {
+        "status": None, "model": typed.model.name, "optimizer": typed.optimizer.name, "lr": typed.lr,
+        "latent_dim": typed.latent_dim, "seed": typed.seed, "loss_mode": typed.model.loss_mode.value,
+        "epochs_run": 0, "converged": False, "stop_reason": None,
+        "val_recon_mse": None, "val_recon": None, "val_loss": None, "train_loss": None, "best_val_recon_mse": None,
+        "failed_epoch": None, "error": None,
+        "device": str(device), "n_train": len(train_idx), "n_val": len(val_idx), "n_features": data.x.shape[1],
+        "config_hash": cfg_hash, "data_fingerprint": data.fingerprint, "data": data.preprocessing,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": socket.gethostname(),
+        "versions": versions(), "config": resolved,
+    }
+    metrics = MetricsWriter(out_dir / METRICS_FILE)
+    reset_peak_memory(device)
+    started = time.perf_counter()
+    outcome: Optional[FitResult] = None
+    try:
+        outcome = fit(typed, x, train_idx, val_idx, on_epoch=metrics)
+        result.update(status="ok", epochs_run=outcome.epochs_run, converged=outcome.converged,
+                      stop_reason=outcome.stop_reason, best_val_recon_mse=outcome.best_val_recon_mse,
+                      **{k: outcome.final[k] for k in ("val_recon_mse", "val_recon", "val_loss", "train_loss")})
+    except NonFiniteError as e:
+        result.update(status="nan", error=str(e))
+    except Exception as e:  # noqa: BLE001 - a failing configuration is a result, never the end of a sweep
+        result.update(status="oom" if is_out_of_memory(e) else "error", error=f"{type(e).__name__}: {e}")
+        log.error("run failed (%s):\n%s", result["status"], traceback.format_exc())
+    finally:
+        metrics.close()
+    if result["status"] != "ok":  # the epochs that completed before the failure, and where it struck
+        done = metrics.rows
+        result.update(stop_reason=result["status"], epochs_run=len(done), failed_epoch=len(done) + 1,
+                      best_val_recon_mse=min((r["val_recon_mse"] for r in done), default=None))
+    result["wall_time_s"] = round(time.perf_counter() - started, 3)
+    result["peak_memory_mb"], result["peak_memory_kind"] = peak_memory_mb(device)
+    result["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_result(out_dir, result)
+    release_memory(device)
+    log.info("%s %s lr=%g latent=%d seed=%d -> %s val_recon_mse=%s epochs=%d (%.1f s)", result["model"],
+             result["optimizer"], result["lr"], result["latent_dim"], result["seed"], result["status"],
+             _fmt(result["val_recon_mse"]), result["epochs_run"], result["wall_time_s"])
+    return result
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "null" if value is None else f"{value:.5g}"

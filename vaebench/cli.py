@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -45,15 +45,32 @@ def threads_per_job() -> int:
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def _task(cfg: DictConfig) -> Optional[float]:
+    from vaebench.sweep import report_job
     from vaebench.task import run  # torch is imported only once Hydra has parsed the command line
 
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    interactive = not multirun and sys.stdout.isatty()
+    if multirun:  # parallel jobs: the console gets one progress line per job, run.log keeps the rest
+        quiet_console(lambda r: r.name.startswith("vaebench.") and r.name != "vaebench.sweep")
+    elif interactive:  # the progress bar replaces the epoch lines
+        quiet_console(lambda r: r.name == "vaebench.epochs")
     try:
-        result = run(cfg, Path(HydraConfig.get().runtime.output_dir), threads=threads_per_job())
+        result = run(cfg, Path(hc.runtime.output_dir), threads=threads_per_job(), progress_bar=interactive)
     except UserError as e:
         print(f"vaebench: error: {e}", file=sys.stderr)
         log.error("%s", e)
         sys.exit(2)
+    if multirun:
+        print(report_job(Path(hc.sweep.dir), result), flush=True)
     return result.get("val_recon_mse")  # the value a Hydra optimizing sweeper minimises
+
+
+def quiet_console(drop: Callable[[logging.LogRecord], bool]) -> None:
+    """Keep the records `drop` selects off the terminal; the job's run.log still gets them."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.addFilter(lambda record: not drop(record))
 
 
 def main() -> None:

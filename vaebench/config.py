@@ -134,10 +134,10 @@ class RMSpropConfig(OptimizerConfig):
     momentum: float = 0.0
 
 
-class Fault(Enum):
+class Fault(Enum):  # trainer.fault: raise this failure in the first step, to exercise a sweep's failure paths
     oom = "oom"
     error = "error"
-    nan = "nan"
+    diverge = "diverge"  # the loss becomes NaN (not named "nan": Hydra would read that as a float)
 
 
 @dataclass

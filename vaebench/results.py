@@ -82,3 +82,12 @@ def finished_result(run_dir: Path, cfg_hash: str) -> Optional[dict[str, Any]]:
     if result and result.get("config_hash") == cfg_hash and result["status"] in FINISHED:
         return result
     return None
+
+
+def describe(result: dict[str, Any], status: Optional[str] = None) -> str:
+    """One line for a finished run: what it was, how it ended, what it cost."""
+    mse = result.get("val_recon_mse")
+    mse_text = "" if mse is None else f" val_mse={mse:.4g}"
+    return (f"{result['model']} {result['optimizer']} lr={result['lr']:g} latent={result['latent_dim']} "
+            f"seed={result['seed']} -> {status or result['status']}{mse_text} epochs={result.get('epochs_run')} "
+            f"({result.get('wall_time_s') or 0:.1f} s)")

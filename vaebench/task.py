@@ -10,6 +10,7 @@ import os
 import platform
 import resource
 import socket
+import sys
 import time
 import traceback
 from datetime import datetime, timezone
@@ -24,7 +25,7 @@ from vaebench import __version__
 from vaebench.config import Config, validate
 from vaebench.data import Dataset, load_dataset
 from vaebench.errors import UserError
-from vaebench.results import METRICS_FILE, config_hash, finished_result, write_result
+from vaebench.results import METRICS_FILE, config_hash, describe, finished_result, write_result
 from vaebench.train import FitResult, NonFiniteError, fit, pick_device, split_indices
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,26 @@ class MetricsWriter:
             self.file.close()
 
 
-def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None) -> dict[str, Any]:
+class ProgressBar:
+    """A one-line bar redrawn after each epoch, for a single run on a terminal."""
+
+    def __init__(self, max_epochs: int, stream=sys.stdout):
+        self.max_epochs, self.stream = max_epochs, stream
+
+    def __call__(self, row: dict[str, float]) -> None:
+        done = int(30 * row["epoch"] / self.max_epochs)
+        self.stream.write(f"\repoch {row['epoch']:>3}/{self.max_epochs} [{'#' * done}{'.' * (30 - done)}] "
+                          f"val_recon_mse={row['val_recon_mse']:.5g} ({row['seconds']:.1f} s/epoch) ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+
+
+def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_bar: bool = False
+        ) -> dict[str, Any]:
     """Run the job `cfg` into out_dir and return its result (also written as out_dir/result.json)."""
+    checked = time.perf_counter()
     typed = validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     cfg_hash = config_hash(resolved)
@@ -117,7 +136,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None) -> dict[s
         done = finished_result(out_dir, cfg_hash)
         if done is not None:
             log.info("skipped: %s already holds a finished result (status %s)", out_dir, done["status"])
-            return {**done, "skipped": True}
+            return {**done, "skipped": True, "wall_time_s": time.perf_counter() - checked}
 
     torch.set_num_threads(typed.trainer.threads or threads or os.cpu_count() or 1)
     device = pick_device(typed.device)
@@ -138,11 +157,18 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None) -> dict[s
         "versions": versions(), "config": resolved,
     }
     metrics = MetricsWriter(out_dir / METRICS_FILE)
+    bar = ProgressBar(typed.trainer.max_epochs) if progress_bar else None
+
+    def on_epoch(row: dict[str, float]) -> None:
+        metrics(row)
+        if bar:
+            bar(row)
+
     reset_peak_memory(device)
     started = time.perf_counter()
     outcome: Optional[FitResult] = None
     try:
-        outcome = fit(typed, x, train_idx, val_idx, on_epoch=metrics)
+        outcome = fit(typed, x, train_idx, val_idx, on_epoch=on_epoch)
         result.update(status="ok", epochs_run=outcome.epochs_run, converged=outcome.converged,
                       stop_reason=outcome.stop_reason, best_val_recon_mse=outcome.best_val_recon_mse,
                       **{k: outcome.final[k] for k in ("val_recon_mse", "val_recon", "val_loss", "train_loss")})
@@ -153,6 +179,8 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None) -> dict[s
         log.error("run failed (%s):\n%s", result["status"], traceback.format_exc())
     finally:
         metrics.close()
+        if bar:
+            bar.close()
     if result["status"] != "ok":  # the epochs that completed before the failure, and where it struck
         done = metrics.rows
         result.update(stop_reason=result["status"], epochs_run=len(done), failed_epoch=len(done) + 1,
@@ -162,11 +190,5 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None) -> dict[s
     result["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_result(out_dir, result)
     release_memory(device)
-    log.info("%s %s lr=%g latent=%d seed=%d -> %s val_recon_mse=%s epochs=%d (%.1f s)", result["model"],
-             result["optimizer"], result["lr"], result["latent_dim"], result["seed"], result["status"],
-             _fmt(result["val_recon_mse"]), result["epochs_run"], result["wall_time_s"])
+    log.info("%s", describe(result))
     return result
-
-
-def _fmt(value: Optional[float]) -> str:
-    return "null" if value is None else f"{value:.5g}"

@@ -17,6 +17,7 @@ from vaebench.config import Config
 from vaebench.models import BaseVAE, build_model
 
 log = logging.getLogger(__name__)
+epoch_log = logging.getLogger("vaebench.epochs")  # one line per epoch; an interactive run shows a bar instead
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
 
@@ -181,7 +182,7 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
         history.append(row)
         best = min(best, row["val_recon_mse"])
         on_epoch(row)
-        log.info("epoch %d/%d train_loss=%.5g val_loss=%.5g val_recon_mse=%.5g lr=%.3g (%.2f s)", epoch,
+        epoch_log.info("epoch %d/%d train_loss=%.5g val_loss=%.5g val_recon_mse=%.5g lr=%.3g (%.2f s)", epoch,
                  t.max_epochs, row["train_loss"], row["val_loss"], row["val_recon_mse"], lr_now, row["seconds"])
         if converged(prev, row, t.rel_tol):
             stop_reason = "converged"

@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# make sweep-all: a fixed directory, so rerunning resumes; JOBS empty = one job per GPU, else one per
+# core; SEEDS=0,1,2 for replicates.
+SWEEP_DIR ?= outputs/sweep-all
+JOBS ?=
+SEEDS ?= 0
 
-.PHONY: install test test-slow test-cuda demo clean
+.PHONY: install test test-slow test-cuda demo sweep-all clean
 
 $(BIN)/vaebench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +32,10 @@ test-cuda: install  ## on a machine with a GPU
 demo: install  ## a small sweep of all four models on the built-in data, into outputs/demo
 	$(BIN)/vaebench -m +experiment=demo hydra.sweep.dir=outputs/demo
 	@echo "results: outputs/demo/*/result.json (one per run)"
+
+sweep-all: install  ## the study's grid for all four models (360 runs); rerun to resume after a stop
+	$(BIN)/vaebench -m +experiment=paper_grid model=vae,iwae,infovae,logcosh seed=$(SEEDS) \
+		hydra.sweep.dir=$(SWEEP_DIR) $(if $(JOBS),hydra.launcher.n_jobs=$(JOBS))
 
 clean:
 	rm -rf outputs/runs outputs/sweeps outputs/demo

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vaebench.config import register_configs
 from vaebench.errors import UserError
@@ -30,6 +30,13 @@ def conf_dir() -> str:
         if (candidate / "config.yaml").is_file():
             return str(candidate)
     raise SystemExit("vaebench: cannot find its conf/ directory (config.yaml); reinstall the package")
+
+
+def parallel_jobs() -> int:
+    """Default number of parallel jobs: one per GPU, else one per core (see conf/hydra/launcher/parallel.yaml)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
 
 
 def threads_per_job() -> int:
@@ -56,7 +63,8 @@ def _task(cfg: DictConfig) -> Optional[float]:
     elif interactive:  # the progress bar replaces the epoch lines
         quiet_console(lambda r: r.name == "vaebench.epochs")
     try:
-        result = run(cfg, Path(hc.runtime.output_dir), threads=threads_per_job(), progress_bar=interactive)
+        result = run(cfg, Path(hc.runtime.output_dir), threads=threads_per_job(), progress_bar=interactive,
+                     job_num=hc.job.get("num") or 0)
     except UserError as e:
         print(f"vaebench: error: {e}", file=sys.stderr)
         log.error("%s", e)
@@ -75,6 +83,8 @@ def quiet_console(drop: Callable[[logging.LogRecord], bool]) -> None:
 
 def main() -> None:
     register_configs()
+    if not OmegaConf.has_resolver("vaebench.parallel_jobs"):
+        OmegaConf.register_new_resolver("vaebench.parallel_jobs", parallel_jobs)
     try:
         _task()
     except SystemExit as e:

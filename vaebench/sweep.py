@@ -84,7 +84,6 @@ class SweepCallback(Callback):
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         message = f"sweep done: {len(lines)} jobs ({summary}) in {time.time() - started:.1f} s; results in {sweep_dir}"
         log.info(message)
-        print(message, flush=True)
 
 
 def report_job(sweep_dir: Path, result: dict[str, Any]) -> str:

@@ -124,8 +124,8 @@ class ProgressBar:
         self.stream.write("\n")
 
 
-def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_bar: bool = False
-        ) -> dict[str, Any]:
+def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_bar: bool = False,
+        job_num: int = 0) -> dict[str, Any]:
     """Run the job `cfg` into out_dir and return its result (also written as out_dir/result.json)."""
     checked = time.perf_counter()
     typed = validate(cfg)
@@ -139,7 +139,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
             return {**done, "skipped": True, "wall_time_s": time.perf_counter() - checked}
 
     torch.set_num_threads(typed.trainer.threads or threads or os.cpu_count() or 1)
-    device = pick_device(typed.device)
+    device = pick_device(typed.device, job_num)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"config key 'device': {typed.device} asked for, but CUDA is not available; use device=auto")
     data, x = resident_data(typed, device)  # UserError on bad data: not a result, the user must fix it

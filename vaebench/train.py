@@ -40,9 +40,12 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, job_num: int = 0) -> torch.device:
+    """auto: CUDA when present; parallel jobs of a sweep take the GPUs in turn (one job per GPU)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", job_num % torch.cuda.device_count())
     return torch.device(name)
 
 

@@ -62,9 +62,13 @@ class BaseVAE(nn.Module):
         # Sampled in validation too, as the study's code did: its validation loss is stochastic.
         return mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
 
-    def forward(self, x: Tensor) -> ForwardOutput:
+    def check_input(self, x: Tensor) -> None:
+        """Every model's forward calls this: a wrong width is a ValueError naming both sizes."""
         if x.dim() != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected input [B, {self.n_features}], got {list(x.shape)}")
+
+    def forward(self, x: Tensor) -> ForwardOutput:
+        self.check_input(x)
         mu, log_var = self.encode(x)
         z = self.reparameterize(mu, log_var)
         return ForwardOutput(self.decode(z), mu, log_var, z)

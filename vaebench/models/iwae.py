@@ -19,9 +19,12 @@ class IWAE(BaseVAE):
     def __init__(self, n_features: int, latent_dim: int, hidden_dims: list[int], loss_mode: str = "paper",
                  num_samples: int = 5):
         super().__init__(n_features, latent_dim, hidden_dims, loss_mode)
+        if num_samples < 1:
+            raise ValueError(f"IWAE needs num_samples >= 1, got {num_samples}")
         self.num_samples = num_samples
 
     def forward(self, x: Tensor) -> ForwardOutput:
+        self.check_input(x)  # overrides BaseVAE.forward, so it must run the width check itself
         mu, log_var = self.encode(x)  # [B, D]
         b, s, d = mu.shape[0], self.num_samples, mu.shape[1]
         # One posterior, S independent draws per row; the decoder sees all B*S rows as one batch.

@@ -9,7 +9,7 @@ SWEEP_DIR ?= outputs/sweep-all
 JOBS ?=
 SEEDS ?= 0
 
-.PHONY: install test test-slow test-cuda demo sweep-all clean
+.PHONY: install test test-slow test-cuda demo sweep-all aggregate clean
 
 $(BIN)/vaebench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ demo: install  ## a small sweep of all four models on the built-in data, into ou
 sweep-all: install  ## the study's grid for all four models (360 runs); rerun to resume after a stop
 	$(BIN)/vaebench -m +experiment=paper_grid model=vae,iwae,infovae,logcosh seed=$(SEEDS) \
 		hydra.sweep.dir=$(SWEEP_DIR) $(if $(JOBS),hydra.launcher.n_jobs=$(JOBS))
+
+aggregate: install  ## results.csv, dot-plots and report.md for every run under outputs/, into outputs/aggregate
+	$(BIN)/vaebench-aggregate outputs/
 
 clean:
 	rm -rf outputs/runs outputs/sweeps outputs/demo

@@ -1,0 +1,318 @@
+"""vaebench-aggregate on result directories written here with known values, and on one real tiny sweep."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from vaebench import aggregate as agg
+
+
+def write_run(root: Path, name: str, **fields) -> Path:
+    """A run dir with a result.json as vaebench.task writes it (only the fields aggregate reads)."""
+    result = {"schema": 1, "status": "ok", "model": "vae", "optimizer": "adam", "lr": 1e-3, "latent_dim": 10,
+              "seed": 0, "epochs_run": 5, "converged": True, "stop_reason": "converged", "val_recon_mse": 0.1,
+              "failed_epoch": None, "error": None, "finished_at": "2026-01-01T00:00:00+00:00",
+              "config": {"trainer": {"max_epochs": 30}, "model": {"hidden_dims": [256]}}}
+    result.update(fields)
+    if result["status"] != "ok":
+        result.update(val_recon_mse=None, converged=False, stop_reason=result["status"], failed_epoch=1)
+    if "config_hash" not in fields:  # one identity per swept configuration, as config_hash() gives
+        key = json.dumps([result[k] for k in ("model", "optimizer", "lr", "latent_dim", "seed")])
+        result["config_hash"] = hashlib.sha256(key.encode()).hexdigest()[:16]
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(json.dumps(result))
+    return run_dir
+
+
+def table(root: Path) -> pd.DataFrame:
+    found = agg.scan([root])
+    return agg.tabulate(found.results)[0]
+
+
+# ------------------------------------------------------------------------------------------ table
+
+def test_known_values_give_known_table(tmp_path):
+    write_run(tmp_path, "b", optimizer="sgd", lr=1e-2, val_recon_mse=0.3, epochs_run=12)
+    write_run(tmp_path, "a", lr=1e-3, latent_dim=50, val_recon_mse=0.2, converged=False, stop_reason="max_epochs")
+    write_run(tmp_path, "deep/sweep/c", optimizer="rmsprop", lr=1e-1, status="nan")
+    df = table(tmp_path)
+    # Ordered by model, then the study's optimizer order (adam, rmsprop, sgd), lr, latent size, seed.
+    assert df[["optimizer", "lr", "latent_dim", "status", "epochs_run"]].values.tolist() == [
+        ["adam", 1e-3, 50, "ok", 5], ["rmsprop", 1e-1, 10, "nan", 5], ["sgd", 1e-2, 10, "ok", 12]]
+    assert df["val_recon_mse"].fillna(-1).tolist() == [0.2, -1, 0.3]  # a failed run is a row, its metric empty
+    assert df["converged"].tolist() == [False, False, True]
+    assert df["config.trainer.max_epochs"].tolist() == [30, 30, 30]
+    assert df["config.model.hidden_dims"].tolist() == ["[256]"] * 3
+    assert df["run_dir"].iloc[2] == str(tmp_path / "b")
+
+
+def test_results_csv_round_trips(tmp_path):
+    write_run(tmp_path / "runs", "a", val_recon_mse=0.25)
+    write_run(tmp_path / "runs", "b", seed=1, val_recon_mse=0.5, status="oom")
+    agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert csv[["seed", "status", "val_recon_mse"]].fillna("-").values.tolist() == [[0, "ok", 0.25], [1, "oom", "-"]]
+    assert (tmp_path / "runs" / "aggregate").exists() is False  # --out was honoured
+
+
+def test_resumed_sweep_keeps_newest_finished_result(tmp_path):
+    same = {"config_hash": "h1"}
+    write_run(tmp_path, "first", val_recon_mse=0.4, finished_at="2026-01-01T00:00:00+00:00", **same)
+    write_run(tmp_path, "second", val_recon_mse=0.3, finished_at="2026-01-02T00:00:00+00:00", **same)
+    # Resume retries an `error`, so a later error does not replace a finished result.
+    write_run(tmp_path, "third", status="error", finished_at="2026-01-03T00:00:00+00:00", **same)
+    write_run(tmp_path, "other", seed=1, status="error")
+    df, dropped = agg.tabulate(agg.scan([tmp_path]).results)
+    assert dropped == 2
+    assert sorted(zip(df["run_dir"].map(lambda p: Path(p).name), df["status"])) == [("other", "error"),
+                                                                                     ("second", "ok")]
+    assert df.loc[df["status"] == "ok", "val_recon_mse"].item() == 0.3
+
+
+def test_overlapping_paths_count_a_run_once(tmp_path):
+    run = write_run(tmp_path / "sweep", "a")
+    found = agg.scan([tmp_path, tmp_path / "sweep", run / "result.json"])
+    assert len(found.results) == 1
+
+
+def test_lr_labels():
+    assert [agg.fmt_lr(v) for v in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 3e-3, 5e-4)] == [
+        "1e-5", "1e-4", "1e-3", "1e-2", "1e-1", "3e-3", "5e-4"]
+
+
+# ------------------------------------------------------------------------------------------ numbers
+
+OPT = {"adam": 0.0, "sgd": 1.0}
+LR = {1e-3: -1.0, 1e-2: 0.0, 1e-1: 1.0}
+LATENT = {10: 0.0, 50: 0.5}
+SEED = {0: -0.1, 1: 0.1}
+
+
+def additive_grid(root: Path) -> None:
+    """ln(val_recon_mse) = -2 + effect(optimizer) + effect(lr) + effect(latent) + effect(seed), every cell."""
+    for (o, a), (lr, b), (z, c), (s, d) in product(OPT.items(), LR.items(), LATENT.items(), SEED.items()):
+        write_run(root, f"{o}_{lr}_{z}_{s}", optimizer=o, lr=lr, latent_dim=z, seed=s,
+                  val_recon_mse=math.exp(-2 + a + b + c + d))
+
+
+def test_eta_squared_on_a_constructed_grid(tmp_path):
+    additive_grid(tmp_path)
+    df = table(tmp_path)
+    eta = agg.eta_squared(agg.successful(df, "val_recon_mse"), "val_recon_mse", agg.factors_for(df))
+    # Balanced and additive: SS of a factor = N x population variance of its effects (N = 24 runs).
+    ss = {"optimizer": 24 * 0.25, "lr": 24 * 2 / 3, "latent_dim": 24 * 0.0625, "seed": 24 * 0.01}
+    total = sum(ss.values())
+    assert eta == pytest.approx({k: v / total for k, v in ss.items()})
+    assert sum(eta.values()) == pytest.approx(1.0)
+
+
+def test_seed_spread_and_robustness_on_a_constructed_grid(tmp_path):
+    additive_grid(tmp_path)
+    df = table(tmp_path)
+    spread = agg.seed_spread(agg.successful(df, "val_recon_mse"), "val_recon_mse")
+    # Within a configuration the two seeds sit at -0.1 and +0.1: sd = sqrt(2 x 0.01 / 1) = 0.1414.
+    assert spread.seed_sd == pytest.approx(math.sqrt(0.02))
+    assert spread.n_cells == 12
+    c = agg.cells(df, "val_recon_mse")
+    best = agg.best_config(c)
+    assert (best["optimizer"], best["lr"], best["latent_dim"]) == ("adam", 1e-3, 10)
+    assert best["mean"] == pytest.approx(math.exp(-3) * (math.exp(-0.1) + math.exp(0.1)) / 2)
+    # adam at lr 1e-3, latent 50 is exp(0.5) = 1.65 times worse: only the best is within 10 %.
+    rob = agg.robustness(c, best["mean"], ["adam", "sgd"]).set_index("optimizer")
+    assert rob["within 10 %"].to_dict() == {"adam": 1, "sgd": 0}
+    assert rob["share"]["adam"] == pytest.approx(1 / 6)
+
+
+def test_a_configuration_with_a_failed_seed_is_neither_best_nor_robust(tmp_path):
+    write_run(tmp_path, "fine", val_recon_mse=0.2)
+    write_run(tmp_path, "lucky", latent_dim=50, val_recon_mse=0.1)  # the lowest value, but its other seed diverged
+    write_run(tmp_path, "diverged", latent_dim=50, seed=1, status="nan")
+    c = agg.cells(table(tmp_path), "val_recon_mse")
+    best = agg.best_config(c)
+    assert (best["latent_dim"], best["mean"]) == (10, 0.2)
+    assert agg.robustness(c, best["mean"], ["adam"])[["configurations", "with a failure", "within 10 %"]
+                                                      ].values.tolist() == [[2, 1, 1]]
+
+
+def test_failure_rates(tmp_path):
+    write_run(tmp_path, "a", lr=1e-3)
+    write_run(tmp_path, "b", lr=1e-1, status="nan")
+    write_run(tmp_path, "c", lr=1e-1, seed=1, status="oom")
+    write_run(tmp_path, "d", lr=1e-1, seed=2)
+    rates = agg.failure_rates(table(tmp_path), "lr")
+    assert rates.loc[1e-1, ["runs", "ok", "nan", "oom", "error"]].tolist() == [3, 1, 1, 1, 0]
+    assert rates["failure rate"].to_dict() == pytest.approx({1e-3: 0.0, 1e-1: 2 / 3})
+
+
+def test_report_numbers_recompute_from_results_csv(tmp_path):
+    """eta squared by another route (R^2 of least squares on the factor's dummies), from results.csv alone."""
+    rng = np.random.default_rng(0)
+    for i, (o, lr, z, s) in enumerate(product(["adam", "sgd", "rmsprop"], [1e-4, 1e-3, 1e-2], [10, 50], [0, 1])):
+        status = "nan" if (o, lr) == ("rmsprop", 1e-2) else "ok"
+        write_run(tmp_path / "runs", str(i), optimizer=o, lr=lr, latent_dim=z, seed=s, status=status,
+                  val_recon_mse=float(rng.uniform(0.05, 0.2)))
+    agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    ok = csv[csv["status"] == "ok"]
+    y = np.log(ok["val_recon_mse"].to_numpy())
+    report = (tmp_path / "out" / "report.md").read_text()
+    for factor in ("optimizer", "lr", "latent_dim", "seed"):
+        dummies = pd.get_dummies(ok[factor].astype(str)).to_numpy(float)
+        fitted = dummies @ np.linalg.lstsq(dummies, y, rcond=None)[0]
+        r2 = 1 - ((y - fitted) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+        assert f"| {factor} | {ok[factor].nunique()} | {agg.fmt(r2, 3)} |" in report
+    assert "| rmsprop | 12 | 8 | 4 | 0 | 0 | 0.333 |" in report  # failure rate: 4 nan of 12
+    assert "do not fill the grid evenly" in report  # a failed cell leaves the design unbalanced
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+def failing_grid(root: Path) -> None:
+    write_run(root, "ok", lr=1e-3)
+    write_run(root, "limit", lr=1e-2, converged=False, stop_reason="max_epochs", epochs_run=30)
+    write_run(root, "nan", lr=1e-1, status="nan")
+    write_run(root, "oom", latent_dim=50, status="oom")
+    write_run(root, "error", optimizer="sgd", status="error")
+    write_run(root, "mixed0", optimizer="sgd", lr=1e-2, val_recon_mse=0.2)  # one seed fine, one diverged
+    write_run(root, "mixed1", optimizer="sgd", lr=1e-2, seed=1, status="nan")
+
+
+def test_failed_runs_are_in_the_figure_data(tmp_path):
+    failing_grid(tmp_path)
+    c = agg.cells(table(tmp_path), "val_recon_mse").set_index(["optimizer", "lr", "latent_dim"])
+    assert c.loc[("adam", 1e-1, 10), ["n_ok", "failure"]].tolist() == [0, "nan"]
+    assert c.loc[("adam", 1e-3, 50), ["n_ok", "failure"]].tolist() == [0, "oom"]
+    assert c.loc[("sgd", 1e-3, 10), ["n_ok", "failure"]].tolist() == [0, "error"]
+    assert c.loc[("sgd", 1e-2, 10), ["n_ok", "n_nan", "mean"]].tolist() == [1, 1, 0.2]
+    assert c["hit_limit"].to_dict() == {k: k == ("adam", 1e-2, 10) for k in c.index}
+
+
+def markers(fig) -> dict[str, list[tuple[float, float]]]:
+    """Each labelled scatter of the figure -> its points (x = latent index, y = lr index)."""
+    out: dict[str, list] = {}
+    for ax in fig.axes:
+        for coll in ax.collections:
+            if coll.get_label() and not coll.get_label().startswith("_"):
+                out.setdefault(f"{ax.get_title()}|{coll.get_label()}", []).extend(map(tuple, coll.get_offsets()))
+    return out
+
+
+def test_failures_are_drawn_as_marked_cells(tmp_path):
+    failing_grid(tmp_path)
+    df = table(tmp_path)
+    lvl = agg.levels(df)  # lr 1e-3, 1e-2, 1e-1 -> y 0, 1, 2; latent 10, 50 -> x 0, 1
+    fig = agg.plot_model(agg.cells(df, "val_recon_mse"), lvl, "vae", "val_recon_mse")
+    drawn = markers(fig)
+    assert drawn["vae · adam (2 failed)|nan"] == [(0, 2)]
+    assert drawn["vae · adam (2 failed)|oom"] == [(1, 0)]
+    assert drawn["vae · sgd (2 failed)|error"] == [(0, 0)]
+    assert drawn["vae · sgd (2 failed)|nan (some seeds)"] == [(0.3, 1.3)]  # beside the surviving seed's dot
+    assert sorted(drawn["vae · adam (2 failed)|ok"]) == [(0, 0), (0, 1)]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {agg.FAILURE_LABELS[s] for s in ("nan", "oom", "error")} <= set(legend)
+    assert "hit epoch limit, not converged" in legend
+    agg.plt.close(fig)
+
+
+def test_figures_are_files_that_open(tmp_path):
+    failing_grid(tmp_path / "runs")
+    agg.main([str(tmp_path / "runs"), "--format", "png,svg,pdf"])
+    out = tmp_path / "runs" / "aggregate"  # the default: <first PATH>/aggregate
+    for stem in ("dotplot_vae", "overview"):
+        with Image.open(out / f"{stem}.png") as im:
+            im.load()
+            assert im.width > 400 and im.height > 200
+        assert ET.parse(out / f"{stem}.svg").getroot().tag.endswith("svg")
+        pdf = (out / f"{stem}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF-") and b"%%EOF" in pdf[-64:]
+    report = (out / "report.md").read_text()
+    assert "![vae: dot-plot](dotplot_vae.png)" in report and "![all models](overview.png)" in report
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def test_corrupt_and_unfinished_results_are_reported_and_skipped(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    write_run(runs, "good")
+    (runs / "corrupt").mkdir()
+    (runs / "corrupt" / "result.json").write_text('{"status": "ok", "model": "va')
+    (runs / "no_fields").mkdir()
+    (runs / "no_fields" / "result.json").write_text('{"status": "ok", "model": "vae"}')
+    (runs / "killed_writing").mkdir()
+    (runs / "killed_writing" / ".result.json.x1.tmp").write_text("{")
+    (runs / "running" / ".hydra").mkdir(parents=True)
+    (runs / "running" / ".hydra" / "config.yaml").write_text("lr: 0.001\n")
+    agg.main([str(runs)])
+    err = capsys.readouterr().err
+    assert "corrupt" in err and str(runs / "corrupt" / "result.json") in err
+    out = runs / "aggregate"
+    assert len(pd.read_csv(out / "results.csv")) == 1
+    report = (out / "report.md").read_text()
+    assert "2 corrupt result files, 1 interrupted writes, 1 runs without a result yet" in report
+    assert "lacks optimizer, lr, latent_dim, seed" in report
+    for name in ("corrupt", "no_fields", "killed_writing", "running"):
+        assert str(runs / name) in report
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{tmp}/nowhere"], "no such file or directory"),
+    (["{tmp}/runs", "--metric", "accuracy"], "--metric accuracy: not a numeric result field"),
+    (["{tmp}/runs", "--metric", "status"], "not a numeric result field"),
+    (["{tmp}/runs", "--format", "png,gif"], "--format png,gif"),
+    (["{tmp}/runs", "--colour", "red"], "unrecognized arguments"),
+    (["{tmp}/empty"], "no readable result.json"),
+])
+def test_bad_arguments_end_in_one_line_and_status_2(tmp_path, capsys, args, message):
+    write_run(tmp_path / "runs", "a")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        agg.main([a.format(tmp=tmp_path) for a in args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_any_numeric_field_is_a_metric(tmp_path):
+    write_run(tmp_path / "runs", "a", wall_time_s=3.0)
+    write_run(tmp_path / "runs", "b", seed=1, wall_time_s=5.0)
+    table_ = agg.aggregate([tmp_path / "runs"], tmp_path / "out", "wall_time_s", ["png"])
+    assert table_["best wall_time_s"].item() == pytest.approx(4.0)
+
+
+# ------------------------------------------------------------------------------------------ real sweep
+
+def command(name: str, *args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name(name)
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "VAEBENCH_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"})
+
+
+def test_real_tiny_sweep_through_the_cli(tmp_path):
+    sweep = tmp_path / "sweep"
+    ran = command("vaebench", "-m", "model=vae", "optimizer=adam,sgd", "lr=1e-3,1e-1", "data.n_samples=300",
+                  "data.n_genes=50", "trainer.max_epochs=2", "device=cpu", f"hydra.sweep.dir={sweep}",
+                  cwd=tmp_path, cache=tmp_path / "cache")
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    done = command("vaebench-aggregate", str(sweep), cwd=tmp_path, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = sweep / "aggregate"
+    csv = pd.read_csv(out / "results.csv")
+    assert len(csv) == 4 and set(csv["optimizer"]) == {"adam", "sgd"} and set(csv["lr"]) == {1e-3, 1e-1}
+    assert csv["config.data.n_genes"].eq(50).all() and csv["n_features"].eq(50).all()
+    for name in ("dotplot_vae.png", "overview.png", "report.md"):
+        assert (out / name).stat().st_size > 0
+    assert "| vae | 4 |" in done.stdout  # the summary table is printed too

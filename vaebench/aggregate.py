@@ -282,14 +282,13 @@ def failure_rates(runs: pd.DataFrame, by: str) -> pd.DataFrame:
 
 def best_config(model_cells: pd.DataFrame) -> Optional[pd.Series]:
     """The cell with the lowest mean metric among cells where every run (every seed) succeeded."""
-    clean = model_cells[(model_cells["n_failed"] == 0) & (model_cells["n_ok"] == model_cells["runs"])]
-    clean = clean[np.isfinite(clean["mean"])]
+    clean = model_cells[model_cells["n_ok"] == model_cells["runs"]]
     return None if clean.empty else clean.loc[clean["mean"].idxmin()]
 
 
 def within_best(model_cells: pd.DataFrame, best: float) -> pd.Series:
     """Cells that count as robust: every run succeeded and the mean is within 10 % of the best."""
-    return (model_cells["n_failed"] == 0) & (model_cells["mean"] <= best + WITHIN * abs(best))
+    return (model_cells["n_ok"] == model_cells["runs"]) & (model_cells["mean"] <= best + WITHIN * abs(best))
 
 
 def robustness(model_cells: pd.DataFrame, best: float, optimizers: Sequence[str]) -> pd.DataFrame:
@@ -300,7 +299,7 @@ def robustness(model_cells: pd.DataFrame, best: float, optimizers: Sequence[str]
             continue
         near = int(within_best(c, best).sum())
         rows.append({"optimizer": opt, "configurations": len(c), "with a failure": int((c["n_failed"] > 0).sum()),
-                     "its best": c["mean"][c["n_failed"] == 0].min(), "within 10 %": near,
+                     "its best": c["mean"][c["n_ok"] == c["runs"]].min(), "within 10 %": near,
                      "share": near / len(c)})
     return pd.DataFrame(rows)
 
@@ -496,6 +495,10 @@ def md_table(df: pd.DataFrame, index: bool = False) -> str:
     return "\n".join(lines)
 
 
+def figure_link(text: str, path: str) -> str:
+    return f"[{text}]({path})" if path.endswith(".pdf") else f"![{text}]({path})"  # Markdown shows no PDF inline
+
+
 def config_text(cell: pd.Series) -> str:
     return f"{cell['optimizer']}, lr {fmt_lr(cell['lr'])}, latent {int(cell['latent_dim'])}"
 
@@ -528,7 +531,7 @@ def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, mode
     y_name = f"ln({metric})" if is_log_scale(ok[metric]) else metric
     lines = [f"## {model}", ""]
     if figure:
-        lines += [f"![{model}: dot-plot]({figure})", ""]
+        lines += [figure_link(f"{model}: dot-plot", figure), ""]
 
     lines += [f"### What explains the variation of {y_name}", ""]
     if len(ok) < 2:
@@ -621,7 +624,7 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
                   "results.csv.", ""]
     lines += ["## Summary", "", md_table(table), ""]
     if figures.get("overview"):
-        lines += [f"![all models]({figures['overview']})", ""]
+        lines += [figure_link("all models", figures["overview"]), ""]
     for model in lvl["model"]:
         lines += model_section(df, all_cells[all_cells["model"] == model], metric, model, lvl, figures.get(model))
     lines += [METHOD.format(metric=metric)]

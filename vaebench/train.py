@@ -117,8 +117,11 @@ def _accumulate(sums: dict[str, Tensor], terms: dict[str, Tensor], rows: int) ->
 def evaluate(model: BaseVAE, x_val: Tensor, batch_size: int, kld_weight: float) -> dict[str, float]:
     model.eval()
     sums: dict[str, Tensor] = {}
+    bounds = batch_bounds(len(x_val), batch_size, drop_last=False)
+    if bounds[-1][1] < len(x_val):  # a last single row joins the batch before it: every row is scored
+        bounds[-1] = (bounds[-1][0], len(x_val))
     with torch.inference_mode():
-        for start, end in batch_bounds(len(x_val), batch_size, drop_last=False):
+        for start, end in bounds:
             xb = x_val[start:end]
             _accumulate(sums, model.loss(model(xb), xb, kld_weight), end - start)
     model.train()

@@ -18,10 +18,10 @@ _TRAINER_KEYS = {"name", "hidden_dims", "loss_mode", "kld_weight", "grad_clip"}
 
 def build_model(model_cfg: Any, n_features: int, latent_dim: int) -> BaseVAE:
     """A model from its typed config (vaebench.config.*Config)."""
-    extra = {k: (v.value if hasattr(v, "value") else v)
-             for k, v in vars(model_cfg).items() if k not in _TRAINER_KEYS}
+    plain = {k: getattr(v, "value", v) for k, v in vars(model_cfg).items()}  # enums -> their strings
+    extra = {k: v for k, v in plain.items() if k not in _TRAINER_KEYS}
     return MODELS[model_cfg.name](n_features, latent_dim, list(model_cfg.hidden_dims),
-                                  loss_mode=model_cfg.loss_mode.value, **extra)
+                                  loss_mode=plain["loss_mode"], **extra)
 
 
 __all__ = ["MODELS", "BaseVAE", "ForwardOutput", "build_model", "kl_per_row", "VAE", "IWAE", "InfoVAE",

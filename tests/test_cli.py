@@ -1,0 +1,121 @@
+"""The `vaebench` command as a user runs it: subprocesses, outputs under the working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import REPO, TINY, run_cli
+from vaebench.results import read_result
+from vaebench.sweep import PROGRESS_FILE, distinct_value_jobs, job_overrides
+
+
+def results_under(path: Path) -> dict[Path, dict]:
+    return {p.parent: json.loads(p.read_text()) for p in path.rglob("result.json")}
+
+
+def test_single_run_writes_result_and_metrics(tmp_path):
+    proc = run_cli("model=iwae", "optimizer=rmsprop", "lr=1e-3", "latent_dim=20", "seed=1", *TINY, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir, result), = results_under(tmp_path / "outputs" / "runs").items()
+    assert (result["model"], result["optimizer"], result["seed"], result["status"]) == ("iwae", "rmsprop", 1, "ok")
+    assert (run_dir / "metrics.csv").read_text().count("\n") == 1 + result["epochs_run"]
+    assert (run_dir / "run.log").exists() and (run_dir / ".hydra" / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("override, says", [
+    ("lr=abc", "lr"), ("latnt_dim=5", "latnt_dim"), ("model=vea", "model/vea"), ("latent_dim=0", "'latent_dim'"),
+])
+def test_bad_config_exits_2_before_training(override, says, tmp_path):
+    proc = run_cli(override, *TINY, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert says in proc.stderr.splitlines()[0] or says in proc.stderr
+    assert not list(tmp_path.rglob("result.json")) and "Traceback" not in proc.stderr
+
+
+def test_bad_value_in_a_sweep_stops_it_before_any_job(tmp_path):
+    proc = run_cli("-m", "latent_dim=5,0", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "vaebench: error: config key 'latent_dim': must be >= 1, got 0"
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_sweep_with_failing_jobs_completes_and_records_all(tmp_path):
+    # lr=1e4 with SGD really diverges; the faults inject an out-of-memory and a crash.
+    proc = run_cli("-m", "optimizer=sgd", "lr=1e-3,1e4", "trainer.fault=null,oom,error", *TINY,
+                   "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    results = results_under(tmp_path / "sweep")
+    ended = sorted((r["lr"], r["config"]["trainer"]["fault"] or "", r["status"]) for r in results.values())
+    assert ended == [(1e-3, "", "ok"), (1e-3, "error", "error"), (1e-3, "oom", "oom"),
+                     (1e4, "", "nan"), (1e4, "error", "error"), (1e4, "oom", "oom")]
+    assert len({r["config_hash"] for r in results.values()}) == 6  # six jobs, six directories, no shared file
+    assert "[6/6]" in proc.stdout and "sweep done: 6 jobs (2 error, 1 nan, 1 ok, 2 oom)" in proc.stdout + proc.stderr
+    cache = Path(os.environ["VAEBENCH_CACHE"])
+    assert not list(cache.glob("*.tmp")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_paper_grid_is_90_jobs_per_model_and_combines_with_overrides():
+    params = OmegaConf.load(REPO / "conf" / "experiment" / "paper_grid.yaml").hydra.sweeper.params
+    grid = job_overrides(params, ["+experiment=paper_grid", "model=infovae"])
+    assert len(grid) == 90 and len({tuple(j) for j in grid}) == 90
+    assert len(job_overrides(params, ["model=vae,iwae,infovae,logcosh"])) == 360
+    assert len(job_overrides(params, ["model=infovae", "latent_dim=3,5"])) == 5 * 2 * 3
+    assert len(job_overrides(params, ["model=infovae", "seed=0,1,2"])) == 270
+    probes = distinct_value_jobs(grid)
+    for key, n in (("lr", 5), ("latent_dim", 6), ("optimizer", 3)):
+        assert len({o for job in probes for o in job if o.startswith(key + "=")}) == n
+    assert len(probes) == 1 + 4 + 5 + 2  # every value tried once, not the whole grid
+
+
+def test_paper_grid_runs_with_command_line_values(tmp_path):
+    proc = run_cli("-m", "+experiment=paper_grid", "lr=1e-3", "latent_dim=3,5", *TINY, "trainer.max_epochs=1",
+                   "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    results = results_under(tmp_path / "sweep").values()
+    assert sorted((r["optimizer"], r["latent_dim"]) for r in results) == \
+        [(o, z) for o in ("adam", "rmsprop", "sgd") for z in (3, 5)]
+    assert "[6/6]" in proc.stdout
+
+
+def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
+    grid = ["-m", "lr=1e-4,1e-3,1e-2,1e-1", "latent_dim=5,10", "data.n_samples=1500", "data.n_genes=300",
+            "trainer.max_epochs=15", "trainer.rel_tol=0", "trainer.batch_size=128", "hydra.sweep.dir=sweep",
+            "hydra.launcher.n_jobs=2"]
+    exe = str(Path(sys.executable).with_name("vaebench"))
+    proc = subprocess.Popen([exe, *grid], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 180
+    while not list((tmp_path / "sweep").rglob("result.json")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its workers, mid-sweep
+    proc.wait()
+    time.sleep(0.5)
+    before = {p.parent for p in (tmp_path / "sweep").rglob("result.json")}
+    assert 1 <= len(before) < 8, "the sweep must be killed mid-way for this test to mean anything"
+    assert all(read_result(d) for d in before)  # whatever landed is whole
+
+    again = run_cli(*grid, cwd=tmp_path, timeout=400)
+    assert again.returncode == 0, again.stderr
+    results = results_under(tmp_path / "sweep")
+    assert len(results) == 8 and len({r["config_hash"] for r in results.values()}) == 8
+    assert all(r["status"] == "ok" for r in results.values())
+    assert not list(tmp_path.rglob("*.tmp"))
+    lines = [json.loads(line) for line in (tmp_path / "sweep" / PROGRESS_FILE).read_text().splitlines()]
+    assert sum(e["status"] == "skipped" for e in lines) == len(before)
+    assert "[8/8]" in again.stdout
+
+
+def test_submitit_local_launcher_runs_a_tiny_grid(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="install vaebench[cluster]")
+    proc = run_cli("-m", "hydra/launcher=local", "model=vae,logcosh", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["model"] for r in results_under(tmp_path / "sweep").values()) == ["logcosh", "vae"]

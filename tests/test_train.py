@@ -1,0 +1,176 @@
+"""The training loop and one job end to end, in-process on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_config
+from vaebench.config import validate
+from vaebench.results import read_result
+from vaebench.task import run
+from vaebench.train import batch_bounds, converged, kld_weights, split_indices
+
+
+def epoch(val_loss: float, val_recon: float) -> dict:
+    return {"val_loss": val_loss, "val_recon": val_recon}
+
+
+class TestStoppingRule:
+    def test_needs_a_previous_epoch(self):
+        assert not converged(None, epoch(1.0, 1.0), 0.01)
+
+    def test_fires_when_loss_falls_and_recon_settles(self):
+        assert converged(epoch(2.0, 1.000), epoch(1.9, 0.995), 0.01)
+
+    def test_not_when_loss_rises(self):
+        assert not converged(epoch(2.0, 1.000), epoch(2.1, 0.999), 0.01)
+
+    def test_not_when_loss_is_flat(self):
+        assert not converged(epoch(2.0, 1.0), epoch(2.0, 1.0), 0.01)
+
+    def test_not_when_recon_still_moves(self):
+        assert not converged(epoch(2.0, 1.0), epoch(1.5, 0.98), 0.01)  # 2 % change
+
+    def test_relative_change_is_symmetric(self):
+        assert converged(epoch(2.0, 1.000), epoch(1.9, 1.009), 0.01)
+        assert not converged(epoch(2.0, 1.000), epoch(1.9, 1.011), 0.01)
+
+    def test_non_finite_never_converges(self):
+        assert not converged(epoch(2.0, 1.0), epoch(math.nan, 1.0), 0.01)
+
+    def test_sequence_stops_at_the_first_settled_epoch(self):
+        losses = [(5.0, 1.0), (4.0, 0.8), (4.5, 0.799), (3.0, 0.7), (2.9, 0.698), (2.8, 0.697)]
+        rows = [epoch(*x) for x in losses]
+        stop = next(i for i in range(1, len(rows)) if converged(rows[i - 1], rows[i], 0.01))
+        assert stop + 1 == 5  # epoch 3 settled recon but its loss rose; epoch 5 is the first to satisfy both
+
+
+class TestBatches:
+    def test_keeps_the_remainder(self):
+        assert batch_bounds(10, 4, drop_last=False) == [(0, 4), (4, 8), (8, 10)]
+
+    def test_drops_a_single_row_batch(self):
+        assert batch_bounds(9, 4, drop_last=False) == [(0, 4), (4, 8)]
+
+    def test_drop_last_as_the_study(self):
+        assert batch_bounds(10, 4, drop_last=True) == [(0, 4), (4, 8)]
+        assert batch_bounds(3, 4, drop_last=True) == []
+
+
+class TestSplit:
+    def test_ninety_ten_disjoint_and_seeded(self):
+        train, val = split_indices(1000, None, 0.1, seed=3)
+        assert len(val) == 100 and len(train) == 900
+        assert not set(train) & set(val)
+        again = split_indices(1000, None, 0.1, seed=3)
+        assert np.array_equal(again[1], val)
+        assert not np.array_equal(split_indices(1000, None, 0.1, seed=4)[1], val)
+
+    def test_stratified_by_label(self):
+        labels = ["a"] * 500 + ["b"] * 300 + ["c"] * 200
+        _, val = split_indices(1000, labels, 0.1, seed=0)
+        picked = [labels[i] for i in val]
+        assert (picked.count("a"), picked.count("b"), picked.count("c")) == (50, 30, 20)
+
+
+def test_kld_weight_auto_is_batch_over_n():
+    assert kld_weights("auto", "paper", 1000, 9900, 1100) == pytest.approx((1000 / 9900, 1000 / 1100))
+    assert kld_weights("auto", "corrected", 1000, 9900, 1100) == pytest.approx((1000 / 9900, 1000 / 9900))
+    assert kld_weights(0.5, "paper", 1000, 9900, 1100) == (0.5, 0.5)
+
+
+@pytest.mark.parametrize("model", ["vae", "iwae", "infovae", "logcosh"])
+def test_each_model_trains_and_writes_a_valid_result(model, tmp_path):
+    result = run(make_config(f"model={model}"), tmp_path)
+    on_disk = read_result(tmp_path)
+    assert on_disk == {**result, "schema": 1}
+    assert result["status"] == "ok" and result["epochs_run"] == 2 and result["model"] == model
+    assert 0 < result["val_recon_mse"] < 1
+    assert result["n_train"] + result["n_val"] == 240 and result["n_features"] == 40
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[-1]["val_recon_mse"]) == pytest.approx(result["val_recon_mse"])
+    assert json.loads((tmp_path / "result.json").read_text())["config"]["model"]["name"] == model
+
+
+def epochs_without_timing(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a = run(make_config("model=infovae", "seed=7"), tmp_path / "a")
+    b = run(make_config("model=infovae", "seed=7"), tmp_path / "b")
+    c = run(make_config("model=infovae", "seed=8"), tmp_path / "c")
+    assert a["val_loss"] == b["val_loss"] and a["val_recon_mse"] == b["val_recon_mse"]
+    assert epochs_without_timing(tmp_path / "a") == epochs_without_timing(tmp_path / "b")
+    assert c["val_loss"] != a["val_loss"]
+
+
+def test_a_diverging_config_is_recorded_as_nan(tmp_path):
+    result = run(make_config("optimizer=sgd", "lr=1e4"), tmp_path)
+    assert result["status"] == "nan" and result["failed_epoch"] == 1 and result["epochs_run"] == 0
+    assert result["val_recon_mse"] is None and "NaN" in result["error"]
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "nan"
+
+
+@pytest.mark.parametrize("fault, status, text", [("oom", "oom", "MemoryError"), ("error", "error", "RuntimeError"),
+                                                 ("diverge", "nan", "NaN")])
+def test_injected_failures_become_results(fault, status, text, tmp_path):
+    result = run(make_config(f"trainer.fault={fault}"), tmp_path)
+    assert result["status"] == status and text in result["error"]
+    assert read_result(tmp_path)["status"] == status
+    assert result["failed_epoch"] == 1 and result["peak_memory_mb"] > 0
+
+
+def test_a_real_cpu_out_of_memory_is_recorded_as_oom(tmp_path, monkeypatch):
+    import vaebench.train as train
+
+    def allocate_too_much(*args, **kwargs):  # what PyTorch's CPU allocator raises when memory runs out
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(train, "evaluate", allocate_too_much)
+    result = run(make_config(), tmp_path)
+    assert result["status"] == "oom" and "can't allocate memory" in result["error"]
+
+
+def test_resume_skips_a_finished_run_and_reruns_errors(tmp_path):
+    first = run(make_config(), tmp_path)
+    stamp = (tmp_path / "result.json").stat().st_mtime_ns
+    second = run(make_config(), tmp_path)
+    assert second["skipped"] and second["val_recon_mse"] == first["val_recon_mse"]
+    assert (tmp_path / "result.json").stat().st_mtime_ns == stamp
+    forced = run(make_config("resume=false"), tmp_path)
+    assert "skipped" not in forced
+    changed = run(make_config("lr=1e-2"), tmp_path)  # another configuration in the same dir is not "finished"
+    assert "skipped" not in changed
+
+    failed = tmp_path / "failed"
+    run(make_config("trainer.fault=error"), failed)
+    assert "skipped" not in run(make_config("trainer.fault=error"), failed)  # `error` runs are retried
+
+
+def test_range_errors_name_the_key():
+    from vaebench.errors import UserError
+
+    for override, key in [("latent_dim=0", "latent_dim"), ("lr=-1", "lr"), ("trainer.batch_size=1", "trainer.batch_size"),
+                          ("model.hidden_dims=[]", "model.hidden_dims"),
+                          ("model.kld_weight=abc", "model.kld_weight"), ("device=gpu", "device")]:
+        with pytest.raises(UserError, match=f"'{key}'"):
+            validate(make_config(override))
+
+
+def test_cuda_requested_without_cuda_is_a_user_error(tmp_path):
+    from vaebench.errors import UserError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UserError, match="device"):
+        run(make_config("device=cuda"), tmp_path)

@@ -37,6 +37,7 @@ class FitResult:
     stop_reason: str  # converged | max_epochs
     final: dict[str, float]  # last epoch's train_* and val_* means
     best_val_recon_mse: float
+    model: BaseVAE  # the trained model, in eval mode, for what is measured after training
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -195,8 +196,9 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
             break
         prev = row
 
+    model.eval()
     return FitResult(epochs_run=len(history), converged=stop_reason == "converged", stop_reason=stop_reason,
-                     final=history[-1], best_val_recon_mse=best, history=history)
+                     final=history[-1], best_val_recon_mse=best, model=model, history=history)
 
 
 def _inject(fault: str, loss: Tensor) -> Tensor:

@@ -22,9 +22,18 @@ class Dataset:
         return self.x.shape
 
 
-def load_dataset(data_cfg: Any) -> Dataset:
-    """The data set a `data/` config names, from the on-disk cache when it is there."""
-    from vaebench.data import synthetic
+def load_dataset(data_cfg: Any, val_fraction: Optional[float] = None, seed: Optional[int] = None) -> Dataset:
+    """The data set a `data/` config names, from the on-disk cache when it is there.
 
-    loaders = {"synthetic": synthetic.load}
-    return loaders[data_cfg.name](data_cfg)
+    val_fraction and seed are the run's (trainer.val_fraction, seed): data.scaler_fit=train fits the
+    scaler on the training rows of exactly the split that training uses.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    from vaebench.data import prepare, synthetic
+
+    if isinstance(data_cfg, DictConfig):  # the typed schema object, with its range checks run
+        data_cfg = OmegaConf.to_object(data_cfg)
+    if data_cfg.name == "synthetic":
+        return synthetic.load(data_cfg)
+    return prepare.load(data_cfg, val_fraction, seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Optional
 
 from vaebench.errors import UserError
@@ -33,4 +34,72 @@ class SyntheticDataConfig(DataConfig):
             raise UserError(f"config key 'data.noise': must be >= 0, got {self.noise}")
 
 
-DATA_SCHEMAS = {"synthetic": SyntheticDataConfig}
+class Mad(Enum):
+    median = "median"  # median absolute deviation from the median
+    mean = "mean"  # mean absolute deviation from the mean: pandas < 2's DataFrame.mad, which tybalt used
+
+
+class Scaling(Enum):
+    zeroone = "zeroone"  # per-gene min-max to [0, 1]; a constant gene becomes 0
+    none = "none"  # the file is already in [0, 1]
+
+
+class ScalerFit(Enum):
+    all = "all"  # min and max over every sample (tybalt)
+    train = "train"  # over the run's training split only; other values are clipped to [0, 1]
+
+
+class NanPolicy(Enum):
+    error = "error"
+    zero = "zero"  # tybalt's fillna(0)
+
+
+@dataclass
+class FileDataConfig(DataConfig):
+    """A matrix read from a file; the preparation steps run in the order of the fields below."""
+
+    path: Optional[str] = None  # required; checked below for a message that says how to give it
+    label_column: Optional[str] = None  # a column of labels_path when given, else of the data file itself
+    labels_path: Optional[str] = None  # side table: sample id in the first column, labels in label_column
+    nan_policy: NanPolicy = NanPolicy.error
+    log1p: bool = False
+    n_genes: Optional[int] = None  # keep this many genes, largest MAD first; null = all, in file order
+    mad: Mad = Mad.median
+    scaling: Scaling = Scaling.zeroone
+    scaler_fit: ScalerFit = ScalerFit.all
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise UserError(f"config key 'data.path': data={self.name} needs the file to read: data.path=FILE")
+        if self.n_genes is not None and self.n_genes < 1:
+            raise UserError(f"config key 'data.n_genes': must be >= 1 or null, got {self.n_genes}")
+
+
+@dataclass
+class TableDataConfig(FileDataConfig):
+    name: str = "table"  # samples x genes: .csv/.tsv (gzip or not), .parquet, .npy
+
+
+@dataclass
+class XenaDataConfig(FileDataConfig):
+    name: str = "xena"  # genes x samples, UCSC Xena's HiSeqV2 layout
+    n_genes: Optional[int] = 5000
+    sample_id_length: Optional[int] = None  # cut sample ids to this many characters (tybalt: 15)
+    sort_samples: bool = False  # order samples by id (tybalt)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sample_id_length is not None and self.sample_id_length < 1:
+            raise UserError(f"config key 'data.sample_id_length': must be >= 1 or null, got {self.sample_id_length}")
+
+
+@dataclass
+class H5adDataConfig(FileDataConfig):
+    name: str = "h5ad"  # AnnData: obs = samples, var = genes
+    n_genes: Optional[int] = 5000
+    layer: Optional[str] = None  # null = X, else one of adata.layers
+
+
+# conf/data/tybalt.yaml is xena with tybalt's settings: same schema, same loader.
+DATA_SCHEMAS = {"synthetic": SyntheticDataConfig, "table": TableDataConfig, "xena": XenaDataConfig,
+                "tybalt": XenaDataConfig, "h5ad": H5adDataConfig}

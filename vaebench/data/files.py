@@ -1,0 +1,357 @@
+"""Reading expression matrices from files: each reader returns a `Matrix` (samples x genes, float64, with
+names), or refuses the file with a UserError of one line: the file, what is wrong with it, what to do.
+
+Formats are told apart by their first bytes, not their names: a gzip stream, Parquet, NumPy, HDF5, else
+text. Text tables go through pyarrow's CSV reader, which is multi-threaded and streams gzip; the pandas
+`engine="pyarrow"` path calls the same reader but with 1 MB blocks, which on a 5,000-column table hold
+about 20 rows each and make it 2-3x slower (docs/data.md has the numbers).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import logging
+import os
+import re
+import stat
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from vaebench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+GZIP, PARQUET, NPY, HDF5 = b"\x1f\x8b", b"PAR1", b"\x93NUMPY", b"\x89HDF\r\n\x1a\n"
+BLOCK_BYTES = 64 << 20  # pyarrow's default of 1 MB is a handful of rows of a wide expression table
+REDOWNLOAD = "the file is damaged or cut short: copy or download it again"
+
+
+def one_line(e: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file named in the config; built by `Source.open`, which refuses a missing or empty one."""
+
+    path: Path  # absolute
+    shown: str  # as the user wrote it, for messages
+    what: str  # "data file" | "labels file"
+    key: str  # the config key that names it
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def open(cls, given: str, what: str, key: str) -> "Source":
+        path = Path(os.path.expanduser(given)).absolute()
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise UserError(f"{what} '{given}' does not exist; check {key} (a relative path is taken from the "
+                            f"directory vaebench runs in)") from None
+        except OSError as e:
+            raise UserError(f"{what} '{given}' cannot be read ({e.strerror}); check {key}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{what} '{given}' is not a file; point {key} at the file itself")
+        if st.st_size == 0:
+            raise UserError(f"{what} '{given}' is empty (0 bytes); {REDOWNLOAD}")
+        return cls(path, given, what, key, st.st_size, st.st_mtime_ns)
+
+    def identity(self) -> dict[str, Any]:
+        """What the cache is keyed by: where the file is and its size and modification time (see docs/data.md)."""
+        return {"path": str(self.path), "size": self.size, "mtime_ns": self.mtime_ns}
+
+    def refuse(self, problem: str, fix: str) -> UserError:
+        return UserError(f"{self.what} '{self.shown}': {problem}; {fix}")
+
+    def magic(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read(8)
+
+
+@dataclass
+class Matrix:
+    values: np.ndarray  # float64 [samples, genes]; may still hold NaN/Inf (prepare checks them)
+    sample_ids: list[str]
+    gene_names: list[str]
+    labels: Optional[list[str]] = None
+    notes: dict[str, Any] = field(default_factory=dict)  # what reading changed, for the result's record
+
+
+# ---- text tables -------------------------------------------------------------------------------------
+
+def _text_header(src: Source) -> tuple[list[str], str, bool]:
+    """The header fields, the delimiter (tab when the header has one, else comma) and whether it is gzip."""
+    gz = src.magic().startswith(GZIP)
+    opener = gzip.open if gz else open
+    try:
+        with opener(src.path, "rt", encoding="utf-8-sig", newline="") as f:
+            line = f.readline()
+    except (OSError, EOFError, zlib.error) as e:
+        raise src.refuse(f"is not a readable gzip file ({one_line(e)})", REDOWNLOAD) from None
+    except UnicodeDecodeError:
+        raise src.refuse("is not a text table (not UTF-8 text)",
+                         "give a .csv/.tsv (gzip or not), .parquet or .npy file, or an .h5ad with data=h5ad") from None
+    line = line.rstrip("\r\n")
+    if not line.strip():
+        raise src.refuse("has no header line (the file or its first line is empty)",
+                         "the first line must name the columns")
+    sep = "\t" if "\t" in line else ","
+    header = next(csv.reader([line], delimiter=sep))
+    if len(header) < 2:
+        raise src.refuse("has a single column", "separate columns with tabs or commas; the first column holds ids")
+    return header, sep, gz
+
+
+def _read_text(src: Source, header: list[str], sep: str, gz: bool, text_columns: set[int],
+               numeric_fix: str = "") -> pa.Table:
+    """Columns c0, c1, ...: those in text_columns as strings, all others as float64."""
+    names = [f"c{i}" for i in range(len(header))]
+    types = {n: (pa.string() if i in text_columns else pa.float64()) for i, n in enumerate(names)}
+    options = dict(read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=BLOCK_BYTES),
+                   parse_options=pacsv.ParseOptions(delimiter=sep))
+    try:
+        with pa.input_stream(str(src.path), compression="gzip" if gz else None) as stream:
+            table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
+                column_types=types, strings_can_be_null=True), **options)
+    except pa.ArrowInvalid as e:
+        bad = re.search(r"In CSV column #(\d+): CSV conversion error", str(e))
+        if bad:
+            raise src.refuse(_first_non_number(src, header, gz, int(bad.group(1)), options),
+                             numeric_fix or "every value must be a number") from None
+        raise src.refuse(f"is not a well-formed {'tab' if sep == chr(9) else 'comma'}-separated table "
+                         f"({one_line(e)})", "every row needs one field per header column") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise src.refuse(f"cannot be read to the end ({one_line(e)})", REDOWNLOAD) from None
+    if table.num_rows == 0:
+        raise src.refuse("has a header but no data rows", "check that the file is complete")
+    return table
+
+
+def _first_non_number(src: Source, header: list[str], gz: bool, k: int, options: dict) -> str:
+    """Re-read one column as text (only after a conversion error) to name the first cell that is no number."""
+    pair = ["c0", f"c{k}"]
+    with pa.input_stream(str(src.path), compression="gzip" if gz else None) as stream:
+        table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
+            include_columns=pair, column_types={n: pa.string() for n in pair}, strings_can_be_null=True), **options)
+    ids, cells = table.column(0).to_pylist(), table.column(1).to_pylist()
+    for i, cell in enumerate(cells):
+        try:
+            if cell is not None:
+                float(cell)
+        except ValueError:
+            return f"row '{ids[i]}' (line {i + 2}), column '{header[k]}' holds {cell!r}, which is not a number"
+    return f"column '{header[k]}' holds a value that is not a number"
+
+
+def _ids(src: Source, column: pa.ChunkedArray, what: str) -> list[str]:
+    ids = column.to_pylist()
+    if column.null_count:
+        raise src.refuse(f"the {what} on line {ids.index(None) + 2} is empty", f"every row needs its {what}")
+    return ids
+
+
+def _require_unique(src: Source, names: list[str], what: str) -> None:
+    if len(set(names)) != len(names):
+        dup = [n for n, c in Counter(names).items() if c > 1]
+        raise src.refuse(f"{len(dup)} duplicated {what}s (first: '{dup[0]}')", f"each {what} must appear once")
+
+
+def _columns_as_rows(table: pa.Table, columns: list[int], rows: Optional[np.ndarray] = None) -> np.ndarray:
+    """float64 [len(columns), n]: column j of the table becomes row j (optionally only some of its rows)."""
+    n = table.num_rows if rows is None else len(rows)
+    out = np.empty((len(columns), n))
+    for j, c in enumerate(columns):
+        values = table.column(c).to_numpy()
+        out[j] = values if rows is None else values[rows]
+    return out
+
+
+# ---- the three layouts -------------------------------------------------------------------------------
+
+def read_table(src: Source, label_column: Optional[str]) -> Matrix:
+    """Samples x genes: first column sample ids, header gene names; .csv/.tsv (gzip or not), .parquet, .npy."""
+    magic = src.magic()
+    if magic.startswith(HDF5):
+        raise src.refuse("is an HDF5 file", "read an AnnData .h5ad file with data=h5ad")
+    if magic.startswith(PARQUET):
+        return _read_parquet(src, label_column)
+    if magic.startswith(NPY):
+        return _read_npy(src, label_column)
+    header, sep, gz = _text_header(src)
+    label_at = None
+    if label_column is not None:
+        if label_column not in header[1:]:
+            raise src.refuse(f"has no column '{label_column}'", "set data.label_column to one of its column names, "
+                             "or give the labels in a side file with data.labels_path")
+        label_at = header.index(label_column, 1)
+    fix = "every value must be a number" + ("" if label_column else
+                                             "; if this column holds labels, name it with data.label_column")
+    table = _read_text(src, header, sep, gz, {0} if label_at is None else {0, label_at}, fix)
+    genes = [i for i in range(1, len(header)) if i != label_at]
+    matrix = Matrix(values=_columns_as_rows(table, genes).T, sample_ids=_ids(src, table.column(0), "sample id"),
+                    gene_names=[header[i] for i in genes])
+    if label_at is not None:
+        matrix.labels = _labels(src, matrix.sample_ids, table.column(label_at).to_pylist())
+    return matrix
+
+
+def _read_parquet(src: Source, label_column: Optional[str]) -> Matrix:
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(src.path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a damaged file
+        raise src.refuse(f"cannot be read as Parquet ({one_line(e)})", REDOWNLOAD) from None
+    if not isinstance(frame.index, pd.RangeIndex):  # written from a frame indexed by sample id
+        frame = frame.reset_index()
+    if frame.shape[0] == 0 or frame.shape[1] < 2:
+        raise src.refuse(f"holds {frame.shape[0]} rows and {frame.shape[1]} columns",
+                         "it needs sample ids in the first column and one column per gene")
+    names = [str(c) for c in frame.columns]
+    if label_column is not None and label_column not in names[1:]:
+        raise src.refuse(f"has no column '{label_column}'", "set data.label_column to one of its column names")
+    genes = [c for c in names[1:] if c != label_column]
+    for name in genes:
+        column = frame[name]
+        if not pd.api.types.is_numeric_dtype(column):
+            bad = pd.to_numeric(column, errors="coerce").isna() & column.notna()
+            row = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+            raise src.refuse(f"row '{frame.iloc[row, 0]}', column '{name}' holds {column.iloc[row]!r}, which is not "
+                             "a number", "every gene column must be numeric")
+    ids = frame.iloc[:, 0]
+    if ids.isna().any():
+        raise src.refuse(f"the sample id in row {int(np.flatnonzero(ids.isna().to_numpy())[0])} is empty",
+                         "every row needs its sample id")
+    matrix = Matrix(values=frame[genes].to_numpy(dtype=np.float64), sample_ids=[str(s) for s in ids],
+                    gene_names=genes)
+    if label_column is not None:
+        matrix.labels = _labels(src, matrix.sample_ids, frame[label_column].tolist())
+    return matrix
+
+
+def _read_npy(src: Source, label_column: Optional[str]) -> Matrix:
+    try:
+        values = np.load(src.path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise src.refuse(f"cannot be read as a .npy array ({one_line(e)})", REDOWNLOAD) from None
+    if values.ndim != 2 or values.size == 0 or not np.issubdtype(values.dtype, np.number):
+        raise src.refuse(f"holds a {values.dtype} array of shape {values.shape}",
+                         "a .npy file must hold one numeric samples x genes matrix")
+    if label_column is not None:
+        raise src.refuse("has no columns to take labels from", "give the labels in a side file with "
+                         "data.labels_path; a .npy file's samples are named by row number: 0, 1, ...")
+    return Matrix(values=values.astype(np.float64), sample_ids=[str(i) for i in range(values.shape[0])],
+                  gene_names=[str(j) for j in range(values.shape[1])])
+
+
+def read_xena(src: Source, sample_id_length: Optional[int], sort_samples: bool) -> Matrix:
+    """Genes x samples as UCSC Xena ships HiSeqV2, with tybalt's clean-up of the gene ids: keep the symbol
+    before '|', drop the '?' rows (no symbol) and every row of a symbol that appears more than once."""
+    if src.magic().startswith((PARQUET, NPY, HDF5)):
+        raise src.refuse("is not a text table", "data=xena reads a genes x samples .tsv (gzip or not); "
+                         "for a samples x genes .parquet or .npy use data=table, for .h5ad data=h5ad")
+    header, sep, gz = _text_header(src)
+    table = _read_text(src, header, sep, gz, {0})
+    symbols = [gene.split("|")[0] for gene in _ids(src, table.column(0), "gene id")]
+    counts = Counter(symbols)
+    keep = np.array([i for i, s in enumerate(symbols) if s != "?" and counts[s] == 1], dtype=np.int64)
+    duplicated = sorted(s for s, c in counts.items() if c > 1 and s != "?")
+    if duplicated:
+        log.info("%s: dropping %d genes listed more than once (as tybalt did): %s", src.shown, len(duplicated),
+                 ", ".join(duplicated[:10]))
+    samples = header[1:] if sample_id_length is None else [s[:sample_id_length] for s in header[1:]]
+    _require_unique(src, samples, "sample id" if sample_id_length is None else
+                    f"sample id (cut to data.sample_id_length={sample_id_length} characters)")
+    order = sorted(range(len(samples)), key=samples.__getitem__) if sort_samples else list(range(len(samples)))
+    if len(keep) == 0:
+        raise src.refuse("has no gene left after dropping '?' and duplicated ids", "check that it is genes x samples")
+    return Matrix(values=_columns_as_rows(table, [j + 1 for j in order], keep), sample_ids=[samples[j] for j in order],
+                  gene_names=[symbols[i] for i in keep],
+                  notes={"xena_dropped_unknown_genes": counts.get("?", 0),
+                         "xena_dropped_duplicated_genes": sum(counts[s] for s in duplicated)})
+
+
+def read_h5ad(src: Source, layer: Optional[str], label_column: Optional[str]) -> Matrix:
+    try:
+        import anndata
+    except ImportError:
+        raise src.refuse("reading .h5ad files needs the optional package anndata",
+                         "install it with: pip install 'vaebench[h5ad]'") from None
+    if not src.magic().startswith(HDF5):
+        raise src.refuse("is not an HDF5 (.h5ad) file", "read a csv/tsv with data=table, a Xena matrix with data=xena")
+    try:
+        adata = anndata.read_h5ad(src.path)
+    except Exception as e:  # noqa: BLE001 - h5py and anndata raise many types for a damaged file
+        raise src.refuse(f"cannot be read as AnnData ({type(e).__name__}: {one_line(e)})", REDOWNLOAD) from None
+    if layer is not None and layer not in adata.layers:
+        raise src.refuse(f"has no layer '{layer}' (layers: {', '.join(adata.layers) or 'none'})",
+                         "set data.layer to one of them, or null for X")
+    values = adata.X if layer is None else adata.layers[layer]
+    if values is None:
+        raise src.refuse("has no X matrix", "name the matrix to use with data.layer")
+    if hasattr(values, "toarray"):  # scipy sparse: the models need the dense matrix anyway
+        values = values.toarray()
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.number) or values.size == 0:
+        raise src.refuse(f"its matrix is a {values.dtype} array of shape {values.shape}",
+                         "it needs a numeric cells/samples x genes matrix")
+    matrix = Matrix(values=values.astype(np.float64), sample_ids=[str(s) for s in adata.obs_names],
+                    gene_names=[str(g) for g in adata.var_names])
+    if label_column is not None:
+        if label_column not in adata.obs.columns:
+            raise src.refuse(f"has no obs column '{label_column}' (obs columns: {', '.join(adata.obs.columns) or 'none'})",
+                             "set data.label_column to one of them")
+        column = adata.obs[label_column]
+        matrix.labels = _labels(src, matrix.sample_ids, [None if missing else str(v) for v, missing in
+                                                         zip(column.tolist(), column.isna().tolist())])
+    return matrix
+
+
+# ---- labels ------------------------------------------------------------------------------------------
+
+def _labels(src: Source, sample_ids: list[str], values: list[Any]) -> list[str]:
+    for sample, value in zip(sample_ids, values):
+        if value is None or (isinstance(value, float) and np.isnan(value)) or str(value) == "":
+            raise src.refuse(f"sample '{sample}' has an empty label", "give every sample a label or drop the sample")
+    return [str(v) for v in values]
+
+
+def read_labels(src: Source, column: Optional[str], sample_ids: list[str]) -> list[str]:
+    """One label per sample from a side table whose first column holds the data file's sample ids."""
+    if src.magic().startswith((PARQUET, NPY, HDF5)):
+        raise src.refuse("is not a text table", "give a .csv/.tsv with sample ids in the first column")
+    header, sep, gz = _text_header(src)
+    if column is None:
+        if len(header) != 2:
+            raise src.refuse(f"has {len(header) - 1} label columns ({', '.join(header[1:])})",
+                             "choose one with data.label_column")
+        at = 1
+    elif column in header[1:]:
+        at = header.index(column, 1)
+    else:
+        raise src.refuse(f"has no column '{column}' (columns: {', '.join(header[1:])})",
+                         "set data.label_column to one of them")
+    table = _read_text(src, header, sep, gz, set(range(len(header))))
+    ids = _ids(src, table.column(0), "sample id")
+    _require_unique(src, ids, "sample id")
+    by_id = dict(zip(ids, table.column(at).to_pylist()))
+    missing = [s for s in sample_ids if s not in by_id]
+    if missing:
+        raise src.refuse(f"has no row for {len(missing)} of the {len(sample_ids)} samples (first: '{missing[0]}')",
+                         "its first column must hold the data file's sample ids")
+    return _labels(src, sample_ids, [by_id[s] for s in sample_ids])
+
+
+def require_unique_names(src: Source, matrix: Matrix) -> None:
+    _require_unique(src, matrix.sample_ids, "sample id")
+    _require_unique(src, matrix.gene_names, "gene name")

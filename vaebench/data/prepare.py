@@ -1,0 +1,188 @@
+"""From a file named in data/ to a cached, prepared `Dataset`: read, check, fill NaN, log1p, keep the top
+genes by MAD, scale each gene to [0, 1]. docs/data.md describes each step for users.
+
+The cache key is the source file's identity (absolute path, size, modification time) plus every option
+that changes the matrix, so an edited file or a changed setting makes a new entry. The fingerprint
+recorded in results is a hash of the prepared matrix and its names: equal fingerprints mean equal
+matrices, whatever file path or machine they came from.
+
+With data.scaler_fit=train the cache holds the matrix before scaling (one entry whatever the split), and
+each run scales its copy with the minimum and maximum of its own training split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from enum import Enum
+from typing import Any, Optional
+
+import numpy as np
+
+from vaebench.data import Dataset, cache, files
+from vaebench.data.config import FileDataConfig, Mad, NanPolicy, ScalerFit, Scaling
+from vaebench.data.files import Matrix, Source
+
+log = logging.getLogger(__name__)
+
+PREPARATION_VERSION = 1  # bump when a step below changes its output
+MIN_SAMPLES = 4  # a train/validation split with two training rows (BatchNorm) and one validation row
+_NOT_IN_KEY = ("cache_dir", "path", "labels_path")  # paths enter the key as file identities instead
+
+
+def load(cfg: FileDataConfig, val_fraction: Optional[float] = None, seed: Optional[int] = None) -> Dataset:
+    src = Source.open(cfg.path, "data file", "data.path")
+    labels_src = Source.open(cfg.labels_path, "labels file", "data.labels_path") if cfg.labels_path else None
+    key = cache_key(cfg, src, labels_src)
+    data = cache.load_or_build(cache.cache_root(cfg.cache_dir), key, lambda: build(cfg, src, labels_src, key))
+    if cfg.scaler_fit is ScalerFit.train and cfg.scaling is Scaling.zeroone:
+        if val_fraction is None or seed is None:
+            raise ValueError("data.scaler_fit=train needs the run's trainer.val_fraction and seed")
+        data = scale_on_training_split(data, val_fraction, seed)
+    return data
+
+
+def cache_key(cfg: FileDataConfig, src: Source, labels_src: Optional[Source]) -> str:
+    options = {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in _NOT_IN_KEY}
+    ident = {"version": PREPARATION_VERSION, "data": src.identity(), "options": options,
+             "labels": labels_src.identity() if labels_src else None}
+    return f"{cfg.name}-{hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]}"
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def read(cfg: FileDataConfig, src: Source) -> Matrix:
+    if cfg.name == "xena":
+        return files.read_xena(src, cfg.sample_id_length, cfg.sort_samples)
+    if cfg.name == "h5ad":
+        return files.read_h5ad(src, cfg.layer, None if cfg.labels_path else cfg.label_column)
+    return files.read_table(src, None if cfg.labels_path else cfg.label_column)
+
+
+def build(cfg: FileDataConfig, src: Source, labels_src: Optional[Source], key: str) -> Dataset:
+    log.info("reading %s (%s); the prepared matrix is cached as %s", src.shown, cfg.name, key)
+    matrix = read(cfg, src)
+    files.require_unique_names(src, matrix)
+    if labels_src is not None:
+        matrix.labels = files.read_labels(labels_src, cfg.label_column, matrix.sample_ids)
+    n_samples, n_genes_in_file = matrix.values.shape
+    if n_samples < MIN_SAMPLES:
+        raise src.refuse(f"holds {n_samples} samples", f"a train/validation split needs at least {MIN_SAMPLES}")
+    nan_replaced = fill_missing(matrix, cfg.nan_policy, src)
+    if cfg.log1p:
+        apply_log1p(matrix, src)
+    record: dict[str, Any] = {
+        "source": cfg.name, "path": str(src.path), "file_size": src.size,
+        "labels": ({"path": str(labels_src.path) if labels_src else None, "column": cfg.label_column}
+                   if matrix.labels is not None else None),
+        **matrix.notes, "n_samples": n_samples, "n_genes_in_file": n_genes_in_file,
+        "nan_policy": cfg.nan_policy.value, "nan_replaced": nan_replaced, "log1p": cfg.log1p,
+    }
+    x, genes = matrix.values, matrix.gene_names
+    keep = top_genes_by_mad(x, cfg.n_genes, cfg.mad, src)
+    if keep is not None:
+        x, genes = x[:, keep], [genes[j] for j in keep]
+    record.update(n_genes=len(genes), gene_selection=None if keep is None else f"top {len(genes)} by {cfg.mad.value} "
+                  "absolute deviation, largest first", scaling=cfg.scaling.value)
+    if cfg.scaling is Scaling.zeroone:
+        record["scaler_fit"] = cfg.scaler_fit.value
+        if cfg.scaler_fit is ScalerFit.all:
+            zero_one(x)
+    else:
+        require_unit_range(x, src)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return Dataset(x=x, sample_ids=matrix.sample_ids, gene_names=genes, labels=matrix.labels,
+                   fingerprint=content_fingerprint(x, matrix.sample_ids, genes, matrix.labels),
+                   preprocessing=record)
+
+
+def _first(mask: np.ndarray, matrix: Matrix) -> str:
+    i, j = np.argwhere(mask)[0]
+    return f"first at sample '{matrix.sample_ids[i]}', gene '{matrix.gene_names[j]}'"
+
+
+def fill_missing(matrix: Matrix, policy: NanPolicy, src: Source) -> int:
+    """Refuse Inf always and NaN unless policy is zero (then NaN -> 0, tybalt's fillna(0)); NaNs replaced."""
+    x = matrix.values
+    infinite = np.isinf(x)
+    if infinite.any():
+        raise src.refuse(f"{int(infinite.sum())} infinite values, {_first(infinite, matrix)}",
+                         "an infinite value cannot be scaled: fix the file")
+    missing = np.isnan(x)
+    count = int(missing.sum())
+    if count and policy is NanPolicy.error:
+        raise src.refuse(f"{count} missing (NaN) values, {_first(missing, matrix)}",
+                         "fix the file, or set data.nan_policy=zero to read them as 0 (as tybalt did)")
+    x[missing] = 0.0
+    return count
+
+
+def apply_log1p(matrix: Matrix, src: Source) -> None:
+    x = matrix.values
+    negative = x < 0
+    if negative.any():
+        raise src.refuse(f"data.log1p=true, but {int(negative.sum())} values are negative "
+                         f"(min {x.min():.4g}), {_first(negative, matrix)}",
+                         "log1p needs counts >= 0; negative values suggest the file is log-scaled already: "
+                         "set data.log1p=false")
+    np.log1p(x, out=x)
+
+
+def top_genes_by_mad(x: np.ndarray, n_genes: Optional[int], mad: Mad, src: Source) -> Optional[np.ndarray]:
+    """Column indices of the n_genes largest-MAD genes, largest first (tybalt's order); None = keep all as is."""
+    if n_genes is None or n_genes == x.shape[1]:
+        return None
+    if n_genes > x.shape[1]:
+        log.warning("data.n_genes=%d, but %s has %d genes: using all of them", n_genes, src.shown, x.shape[1])
+        return None
+    if mad is Mad.median:
+        score = np.median(np.abs(x - np.median(x, axis=0)), axis=0)
+    else:  # pandas < 2's DataFrame.mad, as tybalt called it
+        score = np.mean(np.abs(x - x.mean(axis=0)), axis=0)
+    return np.argsort(-score, kind="stable")[:n_genes]
+
+
+def zero_one(x: np.ndarray, fit_rows: Optional[np.ndarray] = None) -> None:
+    """Min-max scale each gene in place, with the min and max of fit_rows (default all); clip to [0, 1].
+    Arithmetic as in scikit-learn's MinMaxScaler (x * scale + min), so tybalt's values come out the same."""
+    fit = x if fit_rows is None else x[fit_rows]
+    low, high = fit.min(axis=0), fit.max(axis=0)
+    span = high - low
+    span[span == 0] = 1.0  # a constant gene becomes 0
+    scale = (1.0 / span).astype(x.dtype)
+    x *= scale
+    x -= (low * scale).astype(x.dtype)
+    np.clip(x, 0.0, 1.0, out=x)
+
+
+def require_unit_range(x: np.ndarray, src: Source) -> None:
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        raise src.refuse(f"data.scaling=none, but its values run from {low:.4g} to {high:.4g}",
+                         "the models need values in [0, 1]: set data.scaling=zeroone")
+
+
+def content_fingerprint(x: np.ndarray, samples: list[str], genes: list[str], labels: Optional[list[str]]) -> str:
+    """The same matrix, names and labels give the same fingerprint, whichever file or format they came from."""
+    digest = hashlib.sha256(memoryview(np.ascontiguousarray(x)).cast("B"))
+    digest.update(json.dumps([samples, genes, labels]).encode())
+    return f"matrix-{digest.hexdigest()[:16]}"
+
+
+def scale_on_training_split(data: Dataset, val_fraction: float, seed: int) -> Dataset:
+    """The cached unscaled matrix, scaled with its training rows only: the split that vaebench.train makes
+    for this val_fraction and seed (same labels, same rows), so validation rows leak nothing into the scaler."""
+    from vaebench.train import split_indices  # imports torch: only this path needs it
+
+    train_idx, _ = split_indices(len(data.x), data.labels, val_fraction, seed)
+    x = np.array(data.x, dtype=np.float32)  # a private copy of the read-only memory map
+    zero_one(x, train_idx)
+    split = hashlib.sha256(f"{data.fingerprint}/{val_fraction!r}/{seed}".encode()).hexdigest()[:16]
+    return Dataset(x=x, sample_ids=data.sample_ids, gene_names=data.gene_names, labels=data.labels,
+                   fingerprint=f"{data.fingerprint}-split-{split}",
+                   preprocessing={**data.preprocessing, "val_fraction": val_fraction, "split_seed": seed,
+                                  "n_fit_samples": len(train_idx)})

@@ -35,7 +35,7 @@ _resident: dict[str, Any] = {"key": None, "data": None, "tensor": None}
 
 
 def resident_data(cfg: Config, device: torch.device) -> tuple[Dataset, torch.Tensor]:
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, cfg.trainer.val_fraction, cfg.seed)  # the split, for data.scaler_fit=train
     key = f"{data.fingerprint}@{device}"
     if _resident["key"] != key:
         _resident.update(key=None, data=None, tensor=None)

@@ -272,6 +272,8 @@ def test_corrupt_and_unfinished_results_are_reported_and_skipped(tmp_path, capsy
     (["{tmp}/nowhere"], "no such file or directory"),
     (["{tmp}/runs", "--metric", "accuracy"], "--metric accuracy: not a numeric result field"),
     (["{tmp}/runs", "--metric", "status"], "not a numeric result field"),
+    (["{tmp}/runs", "--metric", "error"], "not a numeric result field"),  # text, though null in every run
+    (["{tmp}/runs", "--metric", "failed_epoch"], "no successful run has a value"),
     (["{tmp}/runs", "--format", "png,gif"], "--format png,gif"),
     (["{tmp}/runs", "--colour", "red"], "unrecognized arguments"),
     (["{tmp}/empty"], "no readable result.json"),

@@ -44,6 +44,9 @@ OPTIMIZER_ORDER = ("adam", "rmsprop", "sgd")
 LEAD_COLUMNS = ("model", "optimizer", "lr", "latent_dim", "seed", "status", "val_recon_mse", "epochs_run",
                 "converged", "stop_reason", "failed_epoch", "error")
 NOT_METRICS = ("schema", "lr", "latent_dim", "seed")  # numeric, but axes or bookkeeping
+# Numbers of the result contract that may be null (non-finite, or the run failed): a column of only nulls
+# has no type of its own, so these are named.
+NULLABLE_NUMBERS = ("val_recon_mse", "val_recon", "val_loss", "train_loss", "best_val_recon_mse", "failed_epoch")
 FORMATS = ("png", "svg", "pdf")
 WITHIN = 0.10  # robustness: a configuration within 10 % of the best one
 # Failures are drawn in black shapes, never in colour, so they cannot be read as a metric value.
@@ -153,8 +156,8 @@ def tabulate(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
     keep = order.sort_values(["finished", "when", "i"]).drop_duplicates("identity", keep="last")["i"]
     df = df.iloc[sorted(keep)].drop(columns="_mtime")
     dropped = len(rows) - len(df)
-    for col in df.columns:  # all-null fields (failed_epoch when nothing failed) are still numeric fields
-        if df[col].dtype == object and df[col].map(lambda v: v is None or _is_number(v)).all():
+    for col in NULLABLE_NUMBERS:  # all null (failed_epoch when nothing failed) is still a numeric field
+        if col in df:
             df[col] = pd.to_numeric(df[col])
     df["lr"] = df["lr"].astype(float)
     df["latent_dim"] = df["latent_dim"].astype(int)
@@ -164,10 +167,6 @@ def tabulate(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
     rest = [c for c in df.columns if c not in lead and c != "run_dir" and not c.startswith("config.")]
     config = [c for c in df.columns if c.startswith("config.")]
     return df[lead + rest + config + ["run_dir"]].reset_index(drop=True), dropped
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _ordered(values: Sequence[str], preferred: Sequence[str]) -> list[str]:
@@ -225,7 +224,7 @@ def cells(df: pd.DataFrame, metric: str) -> pd.DataFrame:
                       epochs=("epochs", "mean"), hit_limit=("hit_limit", "any"),
                       **{f"n_{s}": (s, "sum") for s in FAILED}).reset_index()
     out["n_failed"] = out[[f"n_{s}" for s in FAILED]].sum(axis=1)
-    out["spread"] = out["sd"] / out["mean"]  # seed-to-seed sd relative to the mean; NaN for one seed
+    out["spread"] = out["sd"] / out["mean"].abs()  # seed-to-seed sd relative to the mean; NaN for one seed
     # The failure a cell is marked with: the most frequent one (ties: nan before oom before error).
     counts = out[[f"n_{s}" for s in FAILED]].to_numpy()
     out["failure"] = [FAILED[int(np.argmax(c))] if c.sum() else None for c in counts]

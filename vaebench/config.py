@@ -149,6 +149,7 @@ class TrainerConfig:
     val_fraction: float = 0.1
     drop_last: bool = False
     threads: Optional[int] = None
+    latent_metrics: bool = True  # score the latent space against the data's labels after training
     fault: Optional[Fault] = None
 
     def __post_init__(self) -> None:

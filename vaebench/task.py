@@ -25,6 +25,8 @@ from vaebench import __version__
 from vaebench.config import Config, validate
 from vaebench.data import Dataset, load_dataset
 from vaebench.errors import UserError
+from vaebench.latent import FIELDS as LATENT_FIELDS
+from vaebench.latent import latent_metrics
 from vaebench.results import METRICS_FILE, config_hash, describe, finished_result, write_result
 from vaebench.train import FitResult, NonFiniteError, fit, pick_device, split_indices
 
@@ -144,13 +146,16 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         raise UserError(f"config key 'device': {typed.device} asked for, but CUDA is not available; use device=auto")
     data, x = resident_data(typed, device)  # UserError on bad data: not a result, the user must fix it
     train_idx, val_idx = split_indices(len(data.x), data.labels, typed.trainer.val_fraction, typed.seed)
+    if len(train_idx) < 2 or len(val_idx) < 2:
+        raise UserError(f"data: {len(data.x)} samples give {len(train_idx)} training and {len(val_idx)} validation "
+                        f"rows; each needs at least 2 (use more samples or change trainer.val_fraction)")
 
     result: dict[str, Any] = {
         "status": None, "model": typed.model.name, "optimizer": typed.optimizer.name, "lr": typed.lr,
         "latent_dim": typed.latent_dim, "seed": typed.seed, "loss_mode": typed.model.loss_mode.value,
         "epochs_run": 0, "converged": False, "stop_reason": None,
         "val_recon_mse": None, "val_recon": None, "val_loss": None, "train_loss": None, "best_val_recon_mse": None,
-        "failed_epoch": None, "error": None,
+        "failed_epoch": None, "error": None, **dict.fromkeys((*LATENT_FIELDS, "latent_seconds")),
         "device": str(device), "n_train": len(train_idx), "n_val": len(val_idx), "n_features": data.x.shape[1],
         "config_hash": cfg_hash, "data_fingerprint": data.fingerprint, "data": data.preprocessing,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": socket.gethostname(),
@@ -172,6 +177,9 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         result.update(status="ok", epochs_run=outcome.epochs_run, converged=outcome.converged,
                       stop_reason=outcome.stop_reason, best_val_recon_mse=outcome.best_val_recon_mse,
                       **{k: outcome.final[k] for k in ("val_recon_mse", "val_recon", "val_loss", "train_loss")})
+        if typed.trainer.latent_metrics:
+            result.update(latent_metrics(outcome.model, x, train_idx, val_idx, data.labels,
+                                         typed.trainer.batch_size, typed.seed))
     except NonFiniteError as e:
         result.update(status="nan", error=str(e))
     except Exception as e:  # noqa: BLE001 - a failing configuration is a result, never the end of a sweep

@@ -1,0 +1,52 @@
+"""Latent-space scores against labels: known answers on constructed spaces, null without labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_config
+from vaebench.latent import FIELDS, label_scores
+from vaebench.task import run
+
+
+def clusters(n_per: int, centres: int, dim: int, spread: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    means = rng.normal(0, 50, size=(centres, dim))
+    y = np.repeat(np.arange(centres), n_per)
+    return means[y] + spread * rng.standard_normal((len(y), dim)), y.astype(str)
+
+
+def test_separated_clusters_score_one():
+    rng = np.random.default_rng(0)
+    z_train, y_train = clusters(40, 4, 5, 0.1, rng)
+    z_val, y_val = clusters(10, 4, 5, 0.1, np.random.default_rng(0))  # same centres, new points
+    scores = label_scores(z_train, y_train, z_val, y_val, seed=0)
+    assert scores["latent_ari"] == pytest.approx(1.0)
+    assert scores["latent_nmi"] == pytest.approx(1.0)
+    assert scores["latent_probe_balanced_accuracy"] == pytest.approx(1.0)
+    assert scores["latent_silhouette"] > 0.9
+
+
+def test_shuffled_labels_score_about_zero():
+    rng = np.random.default_rng(1)
+    z_train, y_train = clusters(100, 4, 5, 0.1, rng)
+    z_val, y_val = clusters(100, 4, 5, 0.1, np.random.default_rng(1))
+    scores = label_scores(z_train, rng.permutation(y_train), z_val, rng.permutation(y_val), seed=0)
+    assert abs(scores["latent_ari"]) < 0.05 and scores["latent_nmi"] < 0.05
+    assert abs(scores["latent_probe_balanced_accuracy"] - 0.25) < 0.1  # chance with 4 classes
+    assert abs(scores["latent_silhouette"]) < 0.1
+
+
+def test_one_label_or_non_finite_latents_give_null():
+    z = np.random.default_rng(0).standard_normal((20, 3))
+    assert label_scores(z, np.array(["a"] * 20), z, np.array(["a"] * 20), seed=0) == dict.fromkeys(FIELDS)
+    bad = z.copy()
+    bad[0, 0] = np.nan
+    assert label_scores(bad, np.array(["a", "b"] * 10), z, np.array(["a", "b"] * 10), seed=0) == dict.fromkeys(FIELDS)
+
+
+def test_a_run_on_labelled_data_records_the_scores(tmp_path):
+    result = run(make_config("data.n_types=3"), tmp_path)
+    assert all(isinstance(result[f], float) for f in FIELDS) and result["latent_seconds"] >= 0
+    off = run(make_config("data.n_types=3", "trainer.latent_metrics=false"), tmp_path / "off")
+    assert all(off[f] is None for f in FIELDS)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaebench.config import register_configs
 from vaebench.errors import UserError
+from vaebench.sweep import job_dirname, report_job
 
 log = logging.getLogger("vaebench")
 
@@ -52,7 +53,6 @@ def threads_per_job() -> int:
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def _task(cfg: DictConfig) -> Optional[float]:
-    from vaebench.sweep import report_job
     from vaebench.task import run  # torch is imported only once Hydra has parsed the command line
 
     hc = HydraConfig.get()
@@ -81,10 +81,14 @@ def quiet_console(drop: Callable[[logging.LogRecord], bool]) -> None:
             handler.addFilter(lambda record: not drop(record))
 
 
+# At import: parallel workers and cluster jobs import this module to unpickle the task, and resolve
+# their own directory name (hydra.sweep.subdir) there.
+OmegaConf.register_new_resolver("vaebench.parallel_jobs", parallel_jobs, replace=True)
+OmegaConf.register_new_resolver("vaebench.job_dirname", job_dirname, replace=True)
+
+
 def main() -> None:
     register_configs()
-    if not OmegaConf.has_resolver("vaebench.parallel_jobs"):
-        OmegaConf.register_new_resolver("vaebench.parallel_jobs", parallel_jobs)
     try:
         _task()
     except SystemExit as e:

@@ -10,6 +10,7 @@ the [k/N] counter is right across parallel workers) and `on_multirun_end` prints
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import sys
@@ -34,6 +35,16 @@ log = logging.getLogger("vaebench.sweep")
 
 SWEEP_FILE = ".vaebench-sweep.json"  # job count and start time of the latest invocation
 PROGRESS_FILE = ".vaebench-progress.jsonl"  # one line per finished job of that invocation
+
+
+def job_dirname(override_dirname: str) -> str:
+    """A job's directory name from its overrides: '/' in values (file paths) made flat, long names
+    shortened with a hash of the whole (a file name may not exceed 255 bytes)."""
+    name = override_dirname.replace("/", "_") or "defaults"
+    if len(name.encode()) > 200:
+        digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:12]
+        name = name.encode()[:180].decode(errors="ignore") + "~" + digest
+    return name
 
 
 def job_overrides(sweep_params: dict[str, Any], task_overrides: list[str]) -> Optional[list[list[str]]]:

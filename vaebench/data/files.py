@@ -309,7 +309,8 @@ def read_h5ad(src: Source, layer: Optional[str], label_column: Optional[str]) ->
                     gene_names=[str(g) for g in adata.var_names])
     if label_column is not None:
         if label_column not in adata.obs.columns:
-            raise src.refuse(f"has no obs column '{label_column}' (obs columns: {', '.join(adata.obs.columns) or 'none'})",
+            columns = ", ".join(adata.obs.columns) or "none"
+            raise src.refuse(f"has no obs column '{label_column}' (obs columns: {columns})",
                              "set data.label_column to one of them")
         column = adata.obs[label_column]
         matrix.labels = _labels(src, matrix.sample_ids, [None if missing else str(v) for v, missing in

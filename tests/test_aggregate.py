@@ -128,11 +128,11 @@ def test_seed_spread_and_robustness_on_a_constructed_grid(tmp_path):
     assert spread.seed_sd == pytest.approx(math.sqrt(0.02))
     assert spread.n_cells == 12
     c = agg.cells(df, "val_recon_mse")
-    best = agg.best_config(c)
+    best = agg.best_config(c, "val_recon_mse")
     assert (best["optimizer"], best["lr"], best["latent_dim"]) == ("adam", 1e-3, 10)
     assert best["mean"] == pytest.approx(math.exp(-3) * (math.exp(-0.1) + math.exp(0.1)) / 2)
     # adam at lr 1e-3, latent 50 is exp(0.5) = 1.65 times worse: only the best is within 10 %.
-    rob = agg.robustness(c, best["mean"], ["adam", "sgd"]).set_index("optimizer")
+    rob = agg.robustness(c, best["mean"], ["adam", "sgd"], "val_recon_mse").set_index("optimizer")
     assert rob["within 10 %"].to_dict() == {"adam": 1, "sgd": 0}
     assert rob["share"]["adam"] == pytest.approx(1 / 6)
 
@@ -142,10 +142,24 @@ def test_a_configuration_with_a_failed_seed_is_neither_best_nor_robust(tmp_path)
     write_run(tmp_path, "lucky", latent_dim=50, val_recon_mse=0.1)  # the lowest value, but its other seed diverged
     write_run(tmp_path, "diverged", latent_dim=50, seed=1, status="nan")
     c = agg.cells(table(tmp_path), "val_recon_mse")
-    best = agg.best_config(c)
+    best = agg.best_config(c, "val_recon_mse")
     assert (best["latent_dim"], best["mean"]) == (10, 0.2)
-    assert agg.robustness(c, best["mean"], ["adam"])[["configurations", "with a failure", "within 10 %"]
-                                                      ].values.tolist() == [[2, 1, 1]]
+    rob = agg.robustness(c, best["mean"], ["adam"], "val_recon_mse")
+    assert rob[["configurations", "with a failure", "within 10 %"]].values.tolist() == [[2, 1, 1]]
+
+
+def test_latent_scores_are_better_higher(tmp_path):
+    for z, ari in ((10, 0.50), (20, 0.47), (50, 0.30)):
+        write_run(tmp_path, f"z{z}", latent_dim=z, latent_ari=ari)
+    c = agg.cells(table(tmp_path), "latent_ari")
+    best = agg.best_config(c, "latent_ari")
+    assert (best["latent_dim"], best["mean"]) == (10, 0.50)
+    assert agg.within_best(c, best["mean"], "latent_ari").tolist() == [True, True, False]  # >= 0.45
+
+
+def test_higher_is_better_names_the_latent_fields():
+    latent = pytest.importorskip("vaebench.latent")
+    assert set(agg.HIGHER_IS_BETTER) == set(latent.FIELDS)
 
 
 def test_failure_rates(tmp_path):

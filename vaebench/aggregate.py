@@ -56,6 +56,9 @@ FAILURE_MARKERS = {"nan": dict(marker="X", facecolor="black", edgecolor="black")
 FAILURE_LABELS = {"nan": "nan: loss or weights became NaN/Inf", "oom": "oom: out of memory",
                   "error": "error: any other exception"}
 CMAP = "viridis"  # perceptually uniform and colour-blind safe
+# vaebench.latent.FIELDS: scores of the latent space, where higher is better; every other result number
+# (losses, epochs, seconds, memory) is better lower. Named here so that aggregating never imports torch.
+HIGHER_IS_BETTER = ("latent_ari", "latent_nmi", "latent_silhouette", "latent_probe_balanced_accuracy")
 
 
 # ---------------------------------------------------------------------------------------------- find / read
@@ -279,26 +282,33 @@ def failure_rates(runs: pd.DataFrame, by: str) -> pd.DataFrame:
     return table
 
 
-def best_config(model_cells: pd.DataFrame) -> Optional[pd.Series]:
-    """The cell with the lowest mean metric among cells where every run (every seed) succeeded."""
+def worse(metric: str) -> int:
+    """+1 when a larger value of the metric is worse (losses), -1 when it is better (latent scores)."""
+    return -1 if metric in HIGHER_IS_BETTER else 1
+
+
+def best_config(model_cells: pd.DataFrame, metric: str) -> Optional[pd.Series]:
+    """The cell with the best mean metric among cells where every run (every seed) succeeded."""
     clean = model_cells[model_cells["n_ok"] == model_cells["runs"]]
-    return None if clean.empty else clean.loc[clean["mean"].idxmin()]
+    return None if clean.empty else clean.loc[(worse(metric) * clean["mean"]).idxmin()]
 
 
-def within_best(model_cells: pd.DataFrame, best: float) -> pd.Series:
+def within_best(model_cells: pd.DataFrame, best: float, metric: str) -> pd.Series:
     """Cells that count as robust: every run succeeded and the mean is within 10 % of the best."""
-    return (model_cells["n_ok"] == model_cells["runs"]) & (model_cells["mean"] <= best + WITHIN * abs(best))
+    s = worse(metric)
+    return (model_cells["n_ok"] == model_cells["runs"]) & (s * model_cells["mean"] <= s * best + WITHIN * abs(best))
 
 
-def robustness(model_cells: pd.DataFrame, best: float, optimizers: Sequence[str]) -> pd.DataFrame:
+def robustness(model_cells: pd.DataFrame, best: float, optimizers: Sequence[str], metric: str) -> pd.DataFrame:
     rows = []
     for opt in optimizers:
         c = model_cells[model_cells["optimizer"] == opt]
         if c.empty:
             continue
-        near = int(within_best(c, best).sum())
+        near = int(within_best(c, best, metric).sum())
+        own = best_config(c, metric)
         rows.append({"optimizer": opt, "configurations": len(c), "with a failure": int((c["n_failed"] > 0).sum()),
-                     "its best": c["mean"][c["n_ok"] == c["runs"]].min(), "within 10 %": near,
+                     "its best": own["mean"] if own is not None else math.nan, "within 10 %": near,
                      "share": near / len(c)})
     return pd.DataFrame(rows)
 
@@ -333,6 +343,10 @@ def fmt_lr(lr: float) -> str:
     return f"{mantissa:g}e{exponent}"
 
 
+def direction(metric: str) -> str:
+    return "lower is better" if worse(metric) > 0 else "higher is better"
+
+
 def fmt_spread(ratio: float) -> str:
     return f"±{ratio:.1%}" if ratio < 0.095 else f"±{ratio:.0%}"  # seeds often agree to within 1 %
 
@@ -355,6 +369,7 @@ class Scales:
     """One colour scale and one size scale per figure, so that every panel of it reads the same."""
     norm: Normalize
     log: bool
+    cmap: str
     epochs_lo: float
     epochs_hi: float
     small: float = 25.0  # marker area in points^2
@@ -367,14 +382,15 @@ class Scales:
         return self.small + t * (self.large - self.small)
 
 
-def scales_for(figure_cells: pd.DataFrame) -> Scales:
+def scales_for(figure_cells: pd.DataFrame, metric: str) -> Scales:
     values = figure_cells["mean"].dropna()
     log = is_log_scale(values)
     lo, hi = (values.min(), values.max()) if len(values) else (1.0, 1.0)
     if lo == hi:  # a single value still needs a scale that contains it
         lo, hi = (lo / 1.1, hi * 1.1) if log else (lo - 1, hi + 1)
     epochs = figure_cells["epochs"].dropna()
-    return Scales(norm=LogNorm(lo, hi) if log else Normalize(lo, hi), log=log,
+    cmap = CMAP if worse(metric) > 0 else f"{CMAP}_r"  # dark is always the good end
+    return Scales(norm=LogNorm(lo, hi) if log else Normalize(lo, hi), log=log, cmap=cmap,
                   epochs_lo=epochs.min() if len(epochs) else 0, epochs_hi=epochs.max() if len(epochs) else 0)
 
 
@@ -385,7 +401,8 @@ def draw_panel(ax, panel_cells: pd.DataFrame, lvl: dict[str, list], scales: Scal
     c = panel_cells.assign(x=panel_cells["latent_dim"].map(x_of), y=panel_cells["lr"].map(y_of))
     dots = c[c["n_ok"] > 0]
     if len(dots):
-        ax.scatter(dots["x"], dots["y"], c=dots["mean"], cmap=CMAP, norm=scales.norm, s=scales.size(dots["epochs"]),
+        ax.scatter(dots["x"], dots["y"], c=dots["mean"], cmap=scales.cmap, norm=scales.norm,
+                   s=scales.size(dots["epochs"]),
                    edgecolors=np.where(dots["hit_limit"], "black", "white"),
                    linewidths=np.where(dots["hit_limit"], 2.0, 0.5), zorder=3, label="ok")
     for status, style in FAILURE_MARKERS.items():
@@ -430,10 +447,10 @@ def legend_handles(figure_cells: pd.DataFrame, scales: Scales) -> list:
 
 def _grid_figure(figure_cells: pd.DataFrame, lvl: dict[str, list], rows: list[str], metric: str, title: str):
     """Rows of models x columns of optimizers, one colour scale, one size scale, legends on the right."""
-    scales = scales_for(figure_cells)
+    scales = scales_for(figure_cells, metric)
     ncols = len(lvl["optimizer"])
     panel_w = max(2.2, 0.6 + 0.55 * len(lvl["latent_dim"]))  # inches; room for the title of a narrow grid
-    panel_h = max(1.8, 0.6 + 0.45 * len(lvl["lr"]))
+    panel_h = max(2.2, 0.6 + 0.45 * len(lvl["lr"]))  # room for the colour bar's label
     with sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(len(rows), ncols, squeeze=False, sharex=True, sharey=True, layout="constrained",
                                  figsize=(1.0 + panel_w * ncols + 3.4, 0.9 + panel_h * len(rows)))
@@ -448,7 +465,7 @@ def _grid_figure(figure_cells: pd.DataFrame, lvl: dict[str, list], rows: list[st
                     ax.set_xlabel("latent size")
                 if j == 0:
                     ax.set_ylabel("learning rate")
-        mappable = plt.cm.ScalarMappable(norm=scales.norm, cmap=CMAP)
+        mappable = plt.cm.ScalarMappable(norm=scales.norm, cmap=scales.cmap)
         bar = fig.colorbar(mappable, ax=axes, shrink=0.9 if len(rows) > 1 else 1.0, pad=0.02)
         bar.set_label(f"mean {metric}" + (" (log scale)" if scales.log else ""))
         if scales.log:
@@ -463,13 +480,13 @@ def _grid_figure(figure_cells: pd.DataFrame, lvl: dict[str, list], rows: list[st
 def plot_model(model_cells: pd.DataFrame, lvl: dict[str, list], model: str, metric: str):
     """The study's figure for one model: one panel per optimizer."""
     return _grid_figure(model_cells, lvl, [model], metric,
-                        f"{model}: colour = {metric}, size = epochs to converge")
+                        f"{model}: colour = {metric} ({direction(metric)}), size = epochs to converge")
 
 
 def plot_overview(all_cells: pd.DataFrame, lvl: dict[str, list], metric: str):
     """Every model on one colour scale, so that models compare at a glance."""
     return _grid_figure(all_cells, lvl, lvl["model"], metric,
-                        f"all models: colour = {metric} (one scale), size = epochs to converge")
+                        f"all models: colour = {metric} ({direction(metric)}, one scale), size = epochs to converge")
 
 
 def save(fig, out: Path, stem: str, formats: Sequence[str]) -> list[Path]:
@@ -513,7 +530,7 @@ def summary(df: pd.DataFrame, all_cells: pd.DataFrame, metric: str, lvl: dict[st
         runs = df[df["model"] == model]
         ok = successful(runs, metric)
         eta = eta_squared(ok, metric, factors_for(ok)) if len(ok) else {}
-        best = best_config(all_cells[all_cells["model"] == model])
+        best = best_config(all_cells[all_cells["model"] == model], metric)
         rows.append({"model": model, "runs": len(runs), "ok": int((runs["status"] == "ok").sum()),
                      "failed": int(runs["status"].isin(FAILED).sum()),
                      "not converged": int(((runs["status"] == "ok") & (runs.get("converged") != True)).sum()),  # noqa: E712
@@ -559,17 +576,18 @@ def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, mode
               "without converging.", ""]
 
     lines += ["### Best configuration and robustness", ""]
-    best = best_config(model_cells)
+    best = best_config(model_cells, metric)
     if best is None:
         lines += ["No configuration in which every run succeeded.", ""]
     else:
         seeds = int(best["n_ok"])
+        bound = best["mean"] + worse(metric) * WITHIN * abs(best["mean"])
         lines += [f"Best: **{config_text(best)}**, {metric} = {fmt(best['mean'])}"
                   + (f" (mean of {seeds} seeds, {fmt_spread(best['spread'])})" if seeds > 1 else "")
                   + f", {fmt(best['epochs'], 3)} epochs.", "",
-                  f"Configurations within 10 % of the best ({metric} <= {fmt(best['mean'] + WITHIN * abs(best['mean']))}) "
-                  "with every run successful, per optimizer:", "",
-                  md_table(robustness(model_cells, best["mean"], lvl["optimizer"])), ""]
+                  f"Configurations within 10 % of the best ({metric} {'<=' if worse(metric) > 0 else '>='} "
+                  f"{fmt(bound)}) with every run successful, per optimizer:", "",
+                  md_table(robustness(model_cells, best["mean"], lvl["optimizer"], metric)), ""]
 
     spread = seed_spread(ok, metric) if len(ok) else None
     if spread is not None:
@@ -595,8 +613,8 @@ From results.csv (one row per run, already de-duplicated), per model:
   n_level × (mean y of the level − mean y)², divided by the sum over the runs of (y − mean y)².
 - Failure rate: runs whose status is nan, oom or error, over all runs of that optimizer or learning rate.
 - A configuration is optimizer × lr × latent_dim; its value is the mean {metric} over its successful seeds. The
-  best configuration is the lowest such mean among configurations where every run succeeded. A configuration is
-  within 10 % of it when every run succeeded and its mean is at most best + 0.1 × |best|.
+  best configuration is the {extreme} such mean among configurations where every run succeeded. A configuration is
+  within 10 % of it when every run succeeded and its mean is {bound}.
 - Seed sd: sqrt(Σ (y − mean y of its configuration)² / Σ (runs of the configuration − 1)), over configurations with
   two or more successful seeds. Configuration sd: sample sd of the configurations' mean y.
 - ±x % in the figures: sample sd / mean of {metric} over a configuration's successful seeds.
@@ -608,7 +626,7 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
     lvl = levels(df)
     all_cells = cells(df, metric)
     lines = ["# vaebench: hyper-parameter sensitivity", "",
-             f"Metric: `{metric}` (lower is better). Read from {', '.join(f'`{p}`' for p in paths)}: "
+             f"Metric: `{metric}` ({direction(metric)}). Read from {', '.join(f'`{p}`' for p in paths)}: "
              f"{len(scanned.results)} result files, {len(df)} runs after de-duplication"
              + (f" ({dropped} older or superseded results of the same configuration dropped)" if dropped else "")
              + ". All numbers below can be recomputed from `results.csv` (see the end).", ""]
@@ -626,7 +644,9 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
         lines += [figure_link("all models", figures["overview"]), ""]
     for model in lvl["model"]:
         lines += model_section(df, all_cells[all_cells["model"] == model], metric, model, lvl, figures.get(model))
-    lines += [METHOD.format(metric=metric)]
+    lower = worse(metric) > 0
+    lines += [METHOD.format(metric=metric, extreme="lowest" if lower else "highest",
+                            bound="at most best + 0.1 × |best|" if lower else "at least best − 0.1 × |best|")]
     if unreadable:
         lines += ["## Not counted", ""]
         lines += [f"- corrupt: `{p}` ({why})" for p, why in scanned.corrupt]
@@ -696,7 +716,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="run or sweep directories (searched at any depth), or result.json files")
     parser.add_argument("--out", type=Path, help="output directory (default: <first PATH>/aggregate)")
     parser.add_argument("--metric", default="val_recon_mse",
-                        help="numeric result field to compare, lower is better (default: val_recon_mse)")
+                        help="numeric result field to compare (default: val_recon_mse); lower is better, except "
+                        "for the latent-space scores latent_ari, latent_nmi, latent_silhouette, "
+                        "latent_probe_balanced_accuracy")
     parser.add_argument("--format", default="png", help="figure formats, comma-separated from png,svg,pdf "
                         "(default: png)")
     args = parser.parse_args(argv)

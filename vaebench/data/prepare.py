@@ -91,7 +91,7 @@ def build(cfg: FileDataConfig, src: Source, labels_src: Optional[Source], key: s
     if cfg.scaling is Scaling.zeroone:
         record["scaler_fit"] = cfg.scaler_fit.value
         if cfg.scaler_fit is ScalerFit.all:
-            zero_one(x)
+            x = zero_one(x, *gene_range(x))
     else:
         require_unit_range(x, src)
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -146,17 +146,28 @@ def top_genes_by_mad(x: np.ndarray, n_genes: Optional[int], mad: Mad, src: Sourc
     return np.argsort(-score, kind="stable")[:n_genes]
 
 
-def zero_one(x: np.ndarray, fit_rows: Optional[np.ndarray] = None) -> None:
-    """Min-max scale each gene in place, with the min and max of fit_rows (default all); clip to [0, 1].
-    Arithmetic as in scikit-learn's MinMaxScaler (x * scale + min), so tybalt's values come out the same."""
-    fit = x if fit_rows is None else x[fit_rows]
-    low, high = fit.min(axis=0), fit.max(axis=0)
+def gene_range(x: np.ndarray, rows: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each gene's min and max over rows (default all); a block of rows at a time, so that fitting on a
+    training split does not copy nine tenths of the matrix first."""
+    if rows is None:
+        return x.min(axis=0), x.max(axis=0)
+    low, high = np.full(x.shape[1], np.inf, x.dtype), np.full(x.shape[1], -np.inf, x.dtype)
+    for start in range(0, len(rows), 1024):
+        block = x[rows[start:start + 1024]]
+        np.minimum(low, block.min(axis=0), out=low)
+        np.maximum(high, block.max(axis=0), out=high)
+    return low, high
+
+
+def zero_one(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """A new array: each gene min-max scaled with low and high, clipped to [0, 1]. The arithmetic is
+    scikit-learn's MinMaxScaler (x * scale + min), so tybalt's values come out bit for bit."""
     span = high - low
     span[span == 0] = 1.0  # a constant gene becomes 0
     scale = (1.0 / span).astype(x.dtype)
-    x *= scale
-    x -= (low * scale).astype(x.dtype)
-    np.clip(x, 0.0, 1.0, out=x)
+    out = np.multiply(x, scale, dtype=x.dtype)  # x may be the cache's read-only memory map
+    out -= (low * scale).astype(x.dtype)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def require_unit_range(x: np.ndarray, src: Source) -> None:
@@ -179,8 +190,7 @@ def scale_on_training_split(data: Dataset, val_fraction: float, seed: int) -> Da
     from vaebench.train import split_indices  # imports torch: only this path needs it
 
     train_idx, _ = split_indices(len(data.x), data.labels, val_fraction, seed)
-    x = np.array(data.x, dtype=np.float32)  # a private copy of the read-only memory map
-    zero_one(x, train_idx)
+    x = zero_one(data.x, *gene_range(data.x, train_idx))
     split = hashlib.sha256(f"{data.fingerprint}/{val_fraction!r}/{seed}".encode()).hexdigest()[:16]
     return Dataset(x=x, sample_ids=data.sample_ids, gene_names=data.gene_names, labels=data.labels,
                    fingerprint=f"{data.fingerprint}-split-{split}",

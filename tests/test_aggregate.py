@@ -242,6 +242,20 @@ def test_failures_are_drawn_as_marked_cells(tmp_path):
     agg.plt.close(fig)
 
 
+def test_fractional_mean_epochs_draw_a_size_legend(tmp_path):
+    # Seeds ran 2 and 3 epochs (mean 2.5), another cell 4: the legend's "2 epochs" lies below the range.
+    write_run(tmp_path, "a0", epochs_run=2)
+    write_run(tmp_path, "a1", seed=1, epochs_run=3)
+    write_run(tmp_path, "b0", lr=1e-2, epochs_run=4)
+    write_run(tmp_path, "b1", lr=1e-2, seed=1, epochs_run=4)
+    df = table(tmp_path)
+    fig = agg.plot_model(agg.cells(df, "val_recon_mse"), agg.levels(df), "vae", "val_recon_mse")
+    sizes = {h.get_label(): h.get_markersize() for h in fig.legends[0].legend_handles if "epochs" in h.get_label()}
+    assert list(sizes) == ["2 epochs", "3 epochs", "4 epochs"]
+    assert (sizes["2 epochs"], sizes["4 epochs"]) == pytest.approx((math.sqrt(25), math.sqrt(320)))  # the extremes
+    agg.plt.close(fig)
+
+
 def test_figures_are_files_that_open(tmp_path):
     failing_grid(tmp_path / "runs")
     agg.main([str(tmp_path / "runs"), "--format", "png,svg,pdf"])

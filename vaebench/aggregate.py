@@ -379,7 +379,9 @@ class Scales:
         if self.epochs_hi <= self.epochs_lo:
             return np.full(np.shape(epochs), (self.small + self.large) / 2)
         t = (np.asarray(epochs, dtype=float) - self.epochs_lo) / (self.epochs_hi - self.epochs_lo)
-        return self.small + t * (self.large - self.small)
+        # The legend's reference sizes are whole epochs and can round to just outside a range of seed means
+        # (2.5 -> 2): clipped, so that no area goes negative.
+        return self.small + np.clip(t, 0, 1) * (self.large - self.small)
 
 
 def scales_for(figure_cells: pd.DataFrame, metric: str) -> Scales:

@@ -256,6 +256,40 @@ def test_fractional_mean_epochs_draw_a_size_legend(tmp_path):
     agg.plt.close(fig)
 
 
+def colour_bar_label(fig) -> str:
+    return next(ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>")
+
+
+def test_latent_score_with_non_positive_values_is_drawn_on_a_linear_scale(tmp_path):
+    # ARI below 0 (worse than chance) in one cell, two seeds in each: mean and sd per cell, on a linear scale.
+    for seed, (a, b) in enumerate(((-0.06, 0.40), (0.0, 0.50))):
+        write_run(tmp_path, f"poor{seed}", seed=seed, latent_ari=a)
+        write_run(tmp_path, f"good{seed}", lr=1e-2, seed=seed, latent_ari=b)
+    df = table(tmp_path)
+    c = agg.cells(df, "latent_ari").set_index("lr")
+    assert c["mean"].to_dict() == pytest.approx({1e-3: -0.03, 1e-2: 0.45})
+    assert c["sd"].to_dict() == pytest.approx({1e-3: math.sqrt(0.0018), 1e-2: math.sqrt(0.005)})
+    fig = agg.plot_model(agg.cells(df, "latent_ari"), agg.levels(df), "vae", "latent_ari")
+    assert colour_bar_label(fig) == "mean latent_ari (linear scale: a score that can be ≤ 0)"
+    texts = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert texts == ["±0.042", "±0.071"]  # the sd itself: relative to a mean near 0 it would be meaningless
+    agg.plt.close(fig)
+    # eta squared of the score itself, never of its logarithm: the same numbers as the linear colour scale.
+    eta = agg.eta_squared(agg.successful(df, "latent_ari"), "latent_ari", ["lr"])
+    y = df["latent_ari"]
+    assert eta["lr"] == pytest.approx(4 * 0.24 ** 2 / ((y - y.mean()) ** 2).sum())
+
+
+def test_positive_latent_scores_stay_linear_and_losses_go_log(tmp_path):
+    write_run(tmp_path, "a", latent_ari=0.2, val_recon_mse=0.1)
+    write_run(tmp_path, "b", lr=1e-2, latent_ari=0.6, val_recon_mse=0.3)
+    df = table(tmp_path)
+    for metric, label in (("latent_ari", "linear scale: a score that can be ≤ 0"), ("val_recon_mse", "log scale")):
+        fig = agg.plot_model(agg.cells(df, metric), agg.levels(df), "vae", metric)
+        assert colour_bar_label(fig) == f"mean {metric} ({label})"
+        agg.plt.close(fig)
+
+
 def test_figures_are_files_that_open(tmp_path):
     failing_grid(tmp_path / "runs")
     agg.main([str(tmp_path / "runs"), "--format", "png,svg,pdf"])

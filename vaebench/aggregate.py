@@ -46,7 +46,9 @@ LEAD_COLUMNS = ("model", "optimizer", "lr", "latent_dim", "seed", "status", "val
 NOT_METRICS = ("schema", "lr", "latent_dim", "seed")  # numeric, but axes or bookkeeping
 # Numbers of the result contract that may be null (non-finite, or the run failed): a column of only nulls
 # has no type of its own, so these are named.
-NULLABLE_NUMBERS = ("val_recon_mse", "val_recon", "val_loss", "train_loss", "best_val_recon_mse", "failed_epoch")
+NULLABLE_NUMBERS = ("val_recon_mse", "val_recon", "val_loss", "train_loss", "best_val_recon_mse", "failed_epoch",
+                    "latent_ari", "latent_nmi", "latent_silhouette", "latent_probe_balanced_accuracy",
+                    "latent_seconds")  # latent_*: null in every run of data without labels
 FORMATS = ("png", "svg", "pdf")
 WITHIN = 0.10  # robustness: a configuration within 10 % of the best one
 # Failures are drawn in black shapes, never in colour, so they cannot be read as a metric value.
@@ -59,6 +61,9 @@ CMAP = "viridis"  # perceptually uniform and colour-blind safe
 # vaebench.latent.FIELDS: scores of the latent space, where higher is better; every other result number
 # (losses, epochs, seconds, memory) is better lower. Named here so that aggregating never imports torch.
 HIGHER_IS_BETTER = ("latent_ari", "latent_nmi", "latent_silhouette", "latent_probe_balanced_accuracy")
+# Bounded scores, and ARI and silhouette can be <= 0 (worse than chance): never on a log scale, not even when a
+# sweep's values happen to be positive, so that every sweep's figure and numbers read the same way.
+LINEAR = HIGHER_IS_BETTER
 
 
 # ---------------------------------------------------------------------------------------------- find / read
@@ -242,14 +247,15 @@ def levels(df: pd.DataFrame) -> dict[str, list]:
 
 # ---------------------------------------------------------------------------------------------- numbers
 
-def is_log_scale(values: pd.Series) -> bool:
-    """ln(metric) only when every value is positive (losses can be negative); else the metric itself."""
-    return len(values) > 0 and bool((values > 0).all())
+def is_log_scale(values: pd.Series, metric: str) -> bool:
+    """ln(metric) only when every value is positive (losses can be negative) and the metric is not a score
+    that can be <= 0; else the metric itself."""
+    return metric not in LINEAR and len(values) > 0 and bool((values > 0).all())
 
 
-def analysed(values: pd.Series) -> pd.Series:
+def analysed(values: pd.Series, metric: str) -> pd.Series:
     values = values.astype(float)
-    return np.log(values) if is_log_scale(values) else values
+    return np.log(values) if is_log_scale(values, metric) else values
 
 
 def eta_squared(ok: pd.DataFrame, metric: str, factors: Sequence[str]) -> dict[str, float]:
@@ -257,7 +263,7 @@ def eta_squared(ok: pd.DataFrame, metric: str, factors: Sequence[str]) -> dict[s
     y = ln(metric) that lies between its levels, SS_between / SS_total, with SS_between = sum over levels
     of n_level * (mean_level - mean)^2. On a balanced grid the shares and the rest (interactions and
     noise) add up to 1."""
-    y = analysed(ok[metric])
+    y = analysed(ok[metric], metric)
     total = float(((y - y.mean()) ** 2).sum())
     shares = {}
     for f in factors:
@@ -322,7 +328,7 @@ class SeedSpread:
 
 def seed_spread(ok: pd.DataFrame, metric: str) -> Optional[SeedSpread]:
     """Seeds against hyper-parameters, both as a standard deviation of y = ln(metric)."""
-    y = analysed(ok[metric])
+    y = analysed(ok[metric], metric)
     by = y.groupby([ok[c] for c in AXES])
     sizes = by.size()
     if (sizes >= 2).sum() == 0:
@@ -347,7 +353,12 @@ def direction(metric: str) -> str:
     return "lower is better" if worse(metric) > 0 else "higher is better"
 
 
-def fmt_spread(ratio: float) -> str:
+def fmt_spread(cell: pd.Series, relative: bool) -> str:
+    """A cell's seed-to-seed sd: relative to its mean where the metric is on a log scale (a loss); the sd
+    itself on a linear scale, where a mean near 0 (an ARI of a poor latent space) makes a ratio meaningless."""
+    if not relative:
+        return f"±{cell['sd']:.2g}"
+    ratio = cell["spread"]
     return f"±{ratio:.1%}" if ratio < 0.095 else f"±{ratio:.0%}"  # seeds often agree to within 1 %
 
 
@@ -386,7 +397,7 @@ class Scales:
 
 def scales_for(figure_cells: pd.DataFrame, metric: str) -> Scales:
     values = figure_cells["mean"].dropna()
-    log = is_log_scale(values)
+    log = is_log_scale(values, metric)
     lo, hi = (values.min(), values.max()) if len(values) else (1.0, 1.0)
     if lo == hi:  # a single value still needs a scale that contains it
         lo, hi = (lo / 1.1, hi * 1.1) if log else (lo - 1, hi + 1)
@@ -417,7 +428,7 @@ def draw_panel(ax, panel_cells: pd.DataFrame, lvl: dict[str, list], scales: Scal
             ax.scatter(mixed["x"] + 0.3, mixed["y"] + 0.3, s=30, linewidths=1, zorder=4, label=f"{status} (some seeds)",
                        marker=style["marker"], facecolors=style["facecolor"], edgecolors=style["edgecolor"])
     for _, cell in c[c["n_ok"] >= 2].iterrows():  # several seeds: the spread under the mean's dot
-        ax.annotate(fmt_spread(cell["spread"]), (cell["x"], cell["y"]), xytext=(0, -11), textcoords="offset points",
+        ax.annotate(fmt_spread(cell, scales.log), (cell["x"], cell["y"]), xytext=(0, -11), textcoords="offset points",
                     ha="center", va="top", fontsize=6.5, color="0.25", zorder=5)
     ax.set_xticks(range(len(lvl["latent_dim"])), [str(v) for v in lvl["latent_dim"]])
     ax.set_yticks(range(len(lvl["lr"])), [fmt_lr(v) for v in lvl["lr"]])
@@ -443,7 +454,7 @@ def legend_handles(figure_cells: pd.DataFrame, scales: Scales) -> list:
     if ((figure_cells["n_ok"] > 0) & (figure_cells["n_failed"] > 0)).any():
         handles.append(Line2D([], [], ls="", label="small mark beside a dot:\nsome seeds failed"))
     if (figure_cells["n_ok"] >= 2).any():
-        handles.append(Line2D([], [], ls="", label="±: seed-to-seed sd / mean"))
+        handles.append(Line2D([], [], ls="", label="±: seed-to-seed sd" + (" / mean" if scales.log else "")))
     return handles
 
 
@@ -469,7 +480,7 @@ def _grid_figure(figure_cells: pd.DataFrame, lvl: dict[str, list], rows: list[st
                     ax.set_ylabel("learning rate")
         mappable = plt.cm.ScalarMappable(norm=scales.norm, cmap=scales.cmap)
         bar = fig.colorbar(mappable, ax=axes, shrink=0.9 if len(rows) > 1 else 1.0, pad=0.02)
-        bar.set_label(f"mean {metric}" + (" (log scale)" if scales.log else ""))
+        bar.set_label(f"mean {metric} ({scale_text(figure_cells['mean'].dropna(), metric, scales.log)})")
         if scales.log:
             bar.ax.yaxis.set_major_formatter(PlainLogFormatter())
             bar.ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
@@ -477,6 +488,15 @@ def _grid_figure(figure_cells: pd.DataFrame, lvl: dict[str, list], rows: list[st
                    frameon=False, labelspacing=1.2, borderpad=0.2)
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def scale_text(values: pd.Series, metric: str, log: bool) -> str:
+    """Which colour scale, and why not log when it is not: a reader must not take a linear bar for a log one."""
+    if log:
+        return "log scale"
+    if metric in LINEAR:
+        return "linear scale: a score that can be ≤ 0"
+    return "linear scale: values ≤ 0"
 
 
 def plot_model(model_cells: pd.DataFrame, lvl: dict[str, list], model: str, metric: str):
@@ -546,7 +566,7 @@ def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, mode
                   figure: Optional[str]) -> list[str]:
     runs = df[df["model"] == model]
     ok = successful(runs, metric)
-    y_name = f"ln({metric})" if is_log_scale(ok[metric]) else metric
+    y_name = f"ln({metric})" if is_log_scale(ok[metric], metric) else metric
     lines = [f"## {model}", ""]
     if figure:
         lines += [figure_link(f"{model}: dot-plot", figure), ""]
@@ -585,7 +605,7 @@ def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, mode
         seeds = int(best["n_ok"])
         bound = best["mean"] + worse(metric) * WITHIN * abs(best["mean"])
         lines += [f"Best: **{config_text(best)}**, {metric} = {fmt(best['mean'])}"
-                  + (f" (mean of {seeds} seeds, {fmt_spread(best['spread'])})" if seeds > 1 else "")
+                  + (f" (mean of {seeds} seeds, {fmt_spread(best, y_name != metric)})" if seeds > 1 else "")
                   + f", {fmt(best['epochs'], 3)} epochs.", "",
                   f"Configurations within 10 % of the best ({metric} {'<=' if worse(metric) > 0 else '>='} "
                   f"{fmt(bound)}) with every run successful, per optimizer:", "",

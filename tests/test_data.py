@@ -79,6 +79,11 @@ def minmax(x: np.ndarray) -> np.ndarray:
     return ((x - x.min(axis=0)) / np.where(span == 0, 1, span)).astype(np.float32)
 
 
+def assert_scaled(actual: np.ndarray, x: np.ndarray) -> None:
+    """actual is x min-max scaled per gene (to float32 rounding: the loader multiplies where this divides)."""
+    np.testing.assert_allclose(np.asarray(actual), minmax(x), rtol=0, atol=1e-7)
+
+
 # ---- formats ------------------------------------------------------------------------------------------
 
 SYNTHETIC = synthetic.generate(n_samples=60, n_genes=25, n_types=3, rank=3, noise=0.35, seed=0)
@@ -101,12 +106,21 @@ def test_synthetic_matrix_written_as_a_table_loads_back_equal(tmp_path, name):
     assert data.x.dtype == np.float32 and data.preprocessing["labels"]["column"] == "type"
 
 
+def test_header_without_a_name_for_the_id_column_as_r_writes_it(tmp_path):
+    x = rng_matrix(6, 3)
+    path = write_table(tmp_path / "m.tsv", x)
+    path.write_text(path.read_text().replace("sample_id\t", "", 1))
+    data = load_dataset(table(tmp_path, path))
+    assert data.gene_names == ["G0", "G1", "G2"] and data.sample_ids[0] == "S0"
+    assert_scaled(data.x, x)
+
+
 def test_npy_matrix_with_labels_by_row_number(tmp_path):
     x = rng_matrix(8, 5)
     np.save(tmp_path / "m.npy", x)
     (tmp_path / "labels.tsv").write_text("row\ttype\n" + "".join(f"{i}\t{'ab'[i % 2]}\n" for i in range(8)))
     data = load_dataset(table(tmp_path, tmp_path / "m.npy", labels_path=str(tmp_path / "labels.tsv")))
-    assert np.array_equal(np.asarray(data.x), minmax(x))
+    assert_scaled(data.x, x)
     assert data.sample_ids == [str(i) for i in range(8)] and data.labels == list("abababab")
 
 
@@ -124,7 +138,7 @@ def test_xena_matrix_is_transposed_and_its_gene_ids_cleaned_as_tybalt_did(tmp_pa
     path = write_xena(tmp_path / "HiSeqV2.gz", x, ids, [f"TCGA-{i}" for i in range(7)])
     data = load_dataset(XenaDataConfig(path=str(path), n_genes=None, cache_dir=str(tmp_path / "cache")))
     assert data.gene_names == ["A", "B", "D"] and data.sample_ids == [f"TCGA-{i}" for i in range(7)]
-    assert np.array_equal(np.asarray(data.x), minmax(x[[0, 1, 5]].T))
+    assert_scaled(data.x, x[[0, 1, 5]].T)
     assert data.preprocessing["xena_dropped_unknown_genes"] == 1
     assert data.preprocessing["xena_dropped_duplicated_genes"] == 2
 
@@ -183,11 +197,11 @@ def test_h5ad_with_sparse_x_obs_labels_and_layers(tmp_path):
     cfg = H5adDataConfig(path=str(tmp_path / "a.h5ad"), label_column="cell_type", n_genes=None,
                          cache_dir=str(tmp_path / "cache"))
     data = load_dataset(cfg)
-    assert np.array_equal(np.asarray(data.x), minmax(x))
+    assert_scaled(data.x, x)
     assert data.sample_ids == list(adata.obs_names) and data.gene_names == list(adata.var_names)
     assert data.labels == ["t", "b", "nk"] * 4
     cfg.layer = "counts"
-    assert np.array_equal(np.asarray(load_dataset(cfg).x), minmax(np.round(x * 10)))
+    assert_scaled(load_dataset(cfg).x, np.round(x * 10))
     cfg.layer = "spliced"
     refused(cfg, "no layer 'spliced' (layers: counts)", "data.layer")
 
@@ -242,7 +256,7 @@ def test_log1p_then_top_genes_by_median_mad_largest_first(tmp_path):
     mad = np.median(np.abs(logged - np.median(logged, axis=0)), axis=0)
     top = list(np.argsort(-mad)[:3])
     assert data.gene_names == [f"G{j}" for j in top] and top[0] == 3
-    assert np.array_equal(np.asarray(data.x), minmax(logged[:, top]))
+    assert_scaled(data.x, logged[:, top])
     assert data.preprocessing["log1p"] and data.preprocessing["n_genes_in_file"] == 6
 
 
@@ -275,7 +289,8 @@ def test_nan_policy_zero_reads_missing_values_as_zero(tmp_path):
     data = load_dataset(table(tmp_path, path, nan_policy=NanPolicy.zero))
     filled = x.copy()
     filled[2, 1] = 0
-    assert np.array_equal(np.asarray(data.x), minmax(filled)) and data.preprocessing["nan_replaced"] == 1
+    assert_scaled(data.x, filled)
+    assert data.preprocessing["nan_replaced"] == 1
 
 
 def test_scaling_none_keeps_a_unit_range_file_and_refuses_others(tmp_path):

@@ -95,7 +95,7 @@ def _text_header(src: Source) -> tuple[list[str], str, bool]:
     opener = gzip.open if gz else open
     try:
         with opener(src.path, "rt", encoding="utf-8-sig", newline="") as f:
-            line = f.readline()
+            line, first_row = f.readline(), f.readline()
     except (OSError, EOFError, zlib.error) as e:
         raise src.refuse(f"is not a readable gzip file ({one_line(e)})", REDOWNLOAD) from None
     except UnicodeDecodeError:
@@ -107,6 +107,8 @@ def _text_header(src: Source) -> tuple[list[str], str, bool]:
                          "the first line must name the columns")
     sep = "\t" if "\t" in line else ","
     header = next(csv.reader([line], delimiter=sep))
+    if first_row.strip() and len(next(csv.reader([first_row], delimiter=sep))) == len(header) + 1:
+        header = ["", *header]  # R's write.table leaves the row names' column out of the header
     if len(header) < 2:
         raise src.refuse("has a single column", "separate columns with tabs or commas; the first column holds ids")
     return header, sep, gz

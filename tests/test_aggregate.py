@@ -162,6 +162,91 @@ def test_higher_is_better_names_the_latent_fields():
     assert set(agg.HIGHER_IS_BETTER) == set(latent.FIELDS)
 
 
+def test_seed_variation_beside_each_factors_effect(tmp_path):
+    additive_grid(tmp_path / "runs")
+    effects = agg.factor_effects(agg.successful(table(tmp_path / "runs"), "val_recon_mse"), "val_recon_mse")
+    assert effects.to_dict() == pytest.approx({"optimizer": 1.0, "lr": 2.0, "latent_dim": 0.5})
+    agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    report = (tmp_path / "out" / "report.md").read_text()
+    # The seed sd is sqrt(0.02) = 0.1414: lr moves ln(val_recon_mse) by 2, 14.1 times as much.
+    assert "| lr | 3 | 2 | 14.1 |" in report and "| latent_dim | 2 | 0.5 | 3.54 |" in report
+
+
+# ------------------------------------------------------------------------------------------ reconstruction vs latent
+
+def latent_grid(root: Path, seeds=(0, 1)) -> None:
+    """Four configurations (lr x latent size), val_recon_mse falling from the first to the last. latent_ari rises
+    exactly as val_recon_mse falls, in every run. latent_nmi's configuration means rank 2, 1, 4, 3 against
+    val_recon_mse's 4, 3, 2, 1 (lowest loss = rank 1): Spearman rho = 1 - 6 * 4 / (4 * 15) = +0.6."""
+    configs = [(1e-3, 10), (1e-3, 50), (1e-2, 10), (1e-2, 50)]
+    nmi = [0.3, 0.4, 0.1, 0.2]
+    for i, ((lr, z), n) in enumerate(zip(configs, nmi)):
+        for s in seeds:
+            mse = 0.5 - 0.1 * i - 0.01 * s
+            write_run(root, f"{i}_{s}", lr=lr, latent_dim=z, seed=s, val_recon_mse=mse, latent_ari=1 - mse,
+                      latent_nmi=n + 0.001 * s)
+
+
+def test_rank_correlation_of_reconstruction_and_latent_scores(tmp_path):
+    latent_grid(tmp_path)
+    corr = agg.recon_vs_latent(table(tmp_path)).set_index(["latent metric", "over"])
+    assert corr.loc[("latent_ari", "configuration means"), ["n", "rho", "its rank"]].tolist() == [4, -1.0, 1]
+    assert corr.loc[("latent_ari", "runs"), ["n", "rho", "its rank"]].tolist() == [8, -1.0, 1]
+    assert corr.loc[("latent_nmi", "configuration means"), "rho"] == pytest.approx(0.6)
+    # The lowest loss (lr 1e-2, latent 50) has the second-lowest nmi: third of four.
+    assert corr.loc[("latent_nmi", "configuration means"), ["best recon", "its rank"]].tolist() == [
+        "adam, lr 1e-2, latent 50", 3]
+    assert "latent_silhouette" not in corr.index.get_level_values(0)  # not in these results: no row
+
+
+def test_rank_correlation_sentences_read_the_sign(tmp_path):
+    latent_grid(tmp_path / "runs")
+    agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| vae | configuration means | -1 (n 4) | 0.6 (n 4) |" in report  # the summary's table
+    assert ("- **latent_ari** (ρ = -1 over 4 configuration means): They strongly agree: lower val_recon_mse goes "
+            "with higher latent_ari") in report
+    assert ("- **latent_nmi** (ρ = 0.6 over 4 configuration means): They moderately disagree: lower val_recon_mse "
+            "goes with lower latent_nmi") in report
+    assert "With n = 4 this could be chance (p = 0.4)" in report
+
+
+def test_rank_correlation_with_one_seed_and_with_too_few_configurations(tmp_path):
+    latent_grid(tmp_path / "one", seeds=(0,))
+    corr = agg.recon_vs_latent(table(tmp_path / "one"))
+    assert corr["over"].unique().tolist() == ["runs"]  # one seed: the runs are the configurations
+    write_run(tmp_path / "two", "a0", latent_ari=0.5, val_recon_mse=0.2)
+    write_run(tmp_path / "two", "a1", seed=1, latent_ari=0.4, val_recon_mse=0.3)
+    write_run(tmp_path / "two", "b0", lr=1e-2, latent_ari=0.2, val_recon_mse=0.4)
+    write_run(tmp_path / "two", "b1", lr=1e-2, seed=1, latent_ari=0.1, val_recon_mse=0.5)
+    corr = agg.recon_vs_latent(table(tmp_path / "two")).set_index("over")
+    assert math.isnan(corr.loc["configuration means", "rho"])  # two points would always give ±1
+    assert corr.loc["runs", "rho"] == pytest.approx(-1.0)
+    lines = agg.rho_lines(agg.recon_vs_latent(table(tmp_path / "two")))
+    assert any(line.startswith("- **latent_ari** (ρ = -1 over 4 runs, too few configurations") for line in lines)
+
+
+def test_no_latent_scores_no_correlation(tmp_path, capsys):
+    write_run(tmp_path / "runs", "a")
+    write_run(tmp_path / "runs", "b", lr=1e-2, val_recon_mse=0.2)
+    write_run(tmp_path / "runs", "c", lr=1e-1, val_recon_mse=0.3)
+    assert agg.recon_vs_latent(table(tmp_path / "runs")).empty  # fields absent
+    # Data without labels: every run records the fields as null.
+    nulls = dict.fromkeys(agg.HIGHER_IS_BETTER)
+    for name, lr in (("a", 1e-3), ("b", 1e-2), ("c", 1e-1)):
+        write_run(tmp_path / "unlabelled", name, lr=lr, **nulls)
+    df = table(tmp_path / "unlabelled")
+    assert agg.recon_vs_latent(df).empty
+    assert "latent_ari" in agg.numeric_fields(df)  # all null is still a number field: the error says why
+    agg.main([str(tmp_path / "unlabelled"), "--out", str(tmp_path / "out")])
+    assert "Spearman" not in capsys.readouterr().out
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Spearman" not in report and "Reconstruction against the latent space" not in report
+    with pytest.raises(SystemExit):
+        agg.main([str(tmp_path / "unlabelled"), "--metric", "latent_ari", "--out", str(tmp_path / "out2")])
+    assert "no successful run has a value for it" in capsys.readouterr().err
+
+
 def test_failure_rates(tmp_path):
     write_run(tmp_path, "a", lr=1e-3)
     write_run(tmp_path, "b", lr=1e-1, status="nan")
@@ -270,7 +355,7 @@ def test_latent_score_with_non_positive_values_is_drawn_on_a_linear_scale(tmp_pa
     assert c["mean"].to_dict() == pytest.approx({1e-3: -0.03, 1e-2: 0.45})
     assert c["sd"].to_dict() == pytest.approx({1e-3: math.sqrt(0.0018), 1e-2: math.sqrt(0.005)})
     fig = agg.plot_model(agg.cells(df, "latent_ari"), agg.levels(df), "vae", "latent_ari")
-    assert colour_bar_label(fig) == "mean latent_ari (linear scale: a score that can be ≤ 0)"
+    assert colour_bar_label(fig) == "mean latent_ari\n(linear scale: a score that can be ≤ 0)"
     texts = sorted(t.get_text() for t in fig.axes[0].texts)
     assert texts == ["±0.042", "±0.071"]  # the sd itself: relative to a mean near 0 it would be meaningless
     agg.plt.close(fig)
@@ -286,7 +371,7 @@ def test_positive_latent_scores_stay_linear_and_losses_go_log(tmp_path):
     df = table(tmp_path)
     for metric, label in (("latent_ari", "linear scale: a score that can be ≤ 0"), ("val_recon_mse", "log scale")):
         fig = agg.plot_model(agg.cells(df, metric), agg.levels(df), "vae", metric)
-        assert colour_bar_label(fig) == f"mean {metric} ({label})"
+        assert colour_bar_label(fig) == f"mean {metric}\n({label})"
         agg.plt.close(fig)
 
 
@@ -380,3 +465,10 @@ def test_real_tiny_sweep_through_the_cli(tmp_path):
     for name in ("dotplot_vae.png", "overview.png", "report.md"):
         assert (out / name).stat().st_size > 0
     assert "| vae | 4 |" in done.stdout  # the summary table is printed too
+    # The synthetic data has labels: every run has latent scores, so the correlation is reported and printed.
+    assert csv["latent_ari"].notna().all()
+    assert "Spearman rho, val_recon_mse against latent scores" in done.stdout
+    assert "### Reconstruction against the latent space" in (out / "report.md").read_text()
+    agg.aggregate([sweep], tmp_path / "ari", "latent_ari", ["png"])
+    assert "Metric: `latent_ari` (higher is better)" in (tmp_path / "ari" / "report.md").read_text()
+    assert (tmp_path / "ari" / "dotplot_vae.png").stat().st_size > 0

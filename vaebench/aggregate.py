@@ -3,7 +3,8 @@
 
 Small pure steps, each testable on its own: scan (find and read), tabulate (one row per run, de-duplicated),
 cells (one row per model x optimizer x lr x latent size: what a dot shows), eta_squared / failure_rates /
-robustness / seed_spread (the report's numbers), plot_model / plot_overview, write_report.
+robustness / seed_spread / factor_effects / recon_vs_latent (the report's numbers), plot_model / plot_overview,
+write_report.
 Every number in report.md is recomputable from results.csv: see "How the numbers are computed" in the report.
 """
 
@@ -26,6 +27,7 @@ matplotlib.use("Agg")  # headless: sweeps run on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -64,6 +66,8 @@ HIGHER_IS_BETTER = ("latent_ari", "latent_nmi", "latent_silhouette", "latent_pro
 # Bounded scores, and ARI and silhouette can be <= 0 (worse than chance): never on a log scale, not even when a
 # sweep's values happen to be positive, so that every sweep's figure and numbers read the same way.
 LINEAR = HIGHER_IS_BETTER
+RECON = "val_recon_mse"  # the reconstruction loss that the latent scores are compared with: it compares across models
+STRONG, MODERATE = 0.7, 0.4  # |Spearman rho| from which a relation is called strong / moderate (conventional cut-offs)
 
 
 # ---------------------------------------------------------------------------------------------- find / read
@@ -340,6 +344,76 @@ def seed_spread(ok: pd.DataFrame, metric: str) -> Optional[SeedSpread]:
                       n_cells=int((sizes >= 2).sum()))
 
 
+def factor_effects(ok: pd.DataFrame, metric: str) -> pd.Series:
+    """Per hyper-parameter with two or more levels: max − min of its levels' mean y, in the units of y like the
+    seed sd, so that the report can set each one's effect beside seed-to-seed variation."""
+    y = analysed(ok[metric], metric)
+    return pd.Series({f: float(np.ptp(y.groupby(ok[f]).mean())) for f in AXES if ok[f].nunique() > 1}, dtype=float)
+
+
+def spearman(x: pd.Series, y: pd.Series) -> tuple[float, float]:
+    """Spearman's rho and its two-sided p; NaN for fewer than 3 points (2 points give ±1 whatever they are)
+    or when either side does not vary."""
+    if len(x) < 3 or x.nunique() < 2 or y.nunique() < 2:
+        return math.nan, math.nan
+    result = stats.spearmanr(x, y)
+    return float(result.statistic), float(result.pvalue)
+
+
+def recon_vs_latent(df: pd.DataFrame) -> pd.DataFrame:
+    """Does the best reconstruction give the best latent space? Per model and latent score present, Spearman's
+    rank correlation between RECON and the score over the successful runs that have both. With several seeds
+    also over the configurations' means (first row: the seed's noise is no configuration's merit). Each row
+    says where the unit with the best RECON ranks on the score (1 = best). Empty when no run has a score."""
+    columns = ["model", "latent metric", "over", "n", "rho", "p", "best recon", "its rank"]
+    rows = []
+    present = [m for m in HIGHER_IS_BETTER if m in df]
+    if RECON not in df or not present:
+        return pd.DataFrame(rows, columns=columns)
+    for model in levels(df)["model"]:
+        runs = df[(df["model"] == model) & (df["status"] == "ok")]
+        for metric in present:
+            both = runs[np.isfinite(runs[RECON].astype(float)) & np.isfinite(runs[metric].astype(float))]
+            if both.empty:
+                continue
+            both = both.astype({RECON: float, metric: float})
+            units = [("runs", both.reset_index(drop=True))]
+            if both.groupby(list(AXES)).size().max() > 1:
+                means = both.groupby(list(AXES), as_index=False)[[RECON, metric]].mean()
+                units.insert(0, ("configuration means", means))
+            for over, data in units:
+                rho, p = spearman(data[RECON], data[metric])
+                top = data.loc[data[RECON].idxmin()]
+                rank = (worse(metric) * data[metric]).rank(method="min")[top.name]
+                label = config_text(top) + (f", seed {int(top['seed'])}" if over == "runs" else "")
+                rows.append({"model": model, "latent metric": metric, "over": over, "n": len(data), "rho": rho,
+                             "p": p, "best recon": label, "its rank": int(rank)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def rho_meaning(row: pd.Series) -> str:
+    """One plain sentence per correlation. They agree when the better end of one goes with the better end of the
+    other: rho > 0 for two losses, rho < 0 for RECON (low is good) against a score (high is good)."""
+    metric, rho = row["latent metric"], row["rho"]
+    where = f"The best {RECON} ({row['best recon']}) ranks {row['its rank']} of {row['n']} on {metric} (1 = best)."
+    if not np.isfinite(rho):
+        return f"Too few points or no variation: no correlation. {where}"
+    good = "higher" if worse(metric) < 0 else "lower"
+    bad = "lower" if good == "higher" else "higher"
+    agree = rho * worse(RECON) * worse(metric) > 0
+    strength = "strongly" if abs(rho) >= STRONG else "moderately"
+    if abs(rho) < MODERATE:
+        verdict = f"Weak: {RECON} says little about {metric}."
+    elif agree:
+        verdict = (f"They {strength} agree: lower {RECON} goes with {good} {metric}, so better reconstruction "
+                   "tends to give a better latent space.")
+    else:
+        verdict = (f"They {strength} disagree: lower {RECON} goes with {bad} {metric}, so better reconstruction "
+                   "tends to give a worse latent space.")
+    chance = f" With n = {row['n']} this could be chance (p = {fmt(row['p'], 2)})." if row["p"] >= 0.05 else ""
+    return f"{verdict}{chance if abs(rho) >= MODERATE else ''} {where}"
+
+
 # ---------------------------------------------------------------------------------------------- figures
 
 def fmt_lr(lr: float) -> str:
@@ -480,7 +554,8 @@ def _grid_figure(figure_cells: pd.DataFrame, lvl: dict[str, list], rows: list[st
                     ax.set_ylabel("learning rate")
         mappable = plt.cm.ScalarMappable(norm=scales.norm, cmap=scales.cmap)
         bar = fig.colorbar(mappable, ax=axes, shrink=0.9 if len(rows) > 1 else 1.0, pad=0.02)
-        bar.set_label(f"mean {metric} ({scale_text(figure_cells['mean'].dropna(), metric, scales.log)})")
+        # Two lines: one is longer than a one-row figure is tall.
+        bar.set_label(f"mean {metric}\n({scale_text(figure_cells['mean'].dropna(), metric, scales.log)})")
         if scales.log:
             bar.ax.yaxis.set_major_formatter(PlainLogFormatter())
             bar.ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
@@ -562,8 +637,41 @@ def summary(df: pd.DataFrame, all_cells: pd.DataFrame, metric: str, lvl: dict[st
     return pd.DataFrame(rows)
 
 
+def rho_table(corr: pd.DataFrame) -> pd.DataFrame:
+    """(model, over) x latent score: rho and its n, the configuration means' row first where there is one."""
+    text = [f"{fmt(r.rho, 2)} (n {r.n})" for r in corr.itertuples()]
+    table = corr.assign(text=text).pivot(index=["model", "over"], columns="latent metric", values="text")
+    rows = list(dict.fromkeys(zip(corr["model"], corr["over"])))
+    table = table.reindex(index=pd.MultiIndex.from_tuples(rows, names=["model", "over"]),
+                          columns=list(dict.fromkeys(corr["latent metric"])))
+    table.columns.name = None
+    return table.fillna("—")
+
+
+def rho_lines(corr: pd.DataFrame) -> list[str]:
+    """The report's section on one model's correlations: every row, then a sentence per headline row."""
+    if corr.empty:
+        return []
+    table = corr[["latent metric", "over", "n", "rho", "p", "best recon", "its rank"]].rename(
+        columns={"rho": "Spearman ρ", "best recon": f"best {RECON}", "its rank": "its rank on the score"})
+    # The sentence reads the configuration means where they give a rho, else the runs (two configurations
+    # give no rho, but their runs may), and says which.
+    head = corr[np.isfinite(corr["rho"])].drop_duplicates("latent metric")
+    first = corr.drop_duplicates("latent metric")
+    head = pd.concat([head, first[~first["latent metric"].isin(head["latent metric"])]]).sort_index()
+    return (["### Reconstruction against the latent space", "",
+             f"Spearman's rank correlation between {RECON} and each latent score over the successful runs, and with "
+             "several seeds over the configurations' means (the ρ to read: a seed's noise is no configuration's "
+             f"merit). Low {RECON} is good and a high score is good, so **a negative ρ means they agree**.", "",
+             md_table(table), ""]
+            + [f"- **{r['latent metric']}** (ρ = {fmt(r['rho'], 2)} over {r['n']} {r['over']}"
+               + (", too few configurations for their means" if r["over"] == "runs" and (corr["over"] != "runs").any()
+                  else "")
+               + f"): {rho_meaning(r)}" for _, r in head.iterrows()] + [""])
+
+
 def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, model: str, lvl: dict[str, list],
-                  figure: Optional[str]) -> list[str]:
+                  figure: Optional[str], corr: pd.DataFrame) -> list[str]:
     runs = df[df["model"] == model]
     ok = successful(runs, metric)
     y_name = f"ln({metric})" if is_log_scale(ok[metric], metric) else metric
@@ -622,6 +730,16 @@ def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, mode
                   + ("Hyper-parameters matter more than the seed." if ratio > 1 else
                      "The seed moves the metric as much as the hyper-parameters: read the dot-plot with care."),
                   ""]
+        effects = factor_effects(ok, metric)
+        if len(effects):
+            times = effects / spread.seed_sd if spread.seed_sd > 0 else effects * math.inf
+            table = pd.DataFrame({"factor": effects.index, "levels": [ok[f].nunique() for f in effects.index],
+                                  f"effect on {y_name} (largest − smallest level mean)": effects.to_numpy(),
+                                  "× seed sd": times.to_numpy()})
+            lines += ["Each hyper-parameter's effect beside the seed's. A factor whose effect is not well above "
+                      "1 × the seed sd moves the metric no more than rerunning with another seed does.", "",
+                      md_table(table), ""]
+    lines += rho_lines(corr[corr["model"] == model])
     return lines
 
 
@@ -630,7 +748,7 @@ METHOD = """## How the numbers are computed
 From results.csv (one row per run, already de-duplicated), per model:
 
 - Successful runs: `status == ok` and a finite {metric}. y = ln({metric}) when every successful value is positive,
-  else {metric} itself.
+  else {metric} itself; a latent score (which can be ≤ 0) is always y itself.
 - η² of a factor (optimizer, lr, latent_dim, and seed when there are several): sum over the factor's levels of
   n_level × (mean y of the level − mean y)², divided by the sum over the runs of (y − mean y)².
 - Failure rate: runs whose status is nan, oom or error, over all runs of that optimizer or learning rate.
@@ -638,13 +756,22 @@ From results.csv (one row per run, already de-duplicated), per model:
   best configuration is the {extreme} such mean among configurations where every run succeeded. A configuration is
   within 10 % of it when every run succeeded and its mean is {bound}.
 - Seed sd: sqrt(Σ (y − mean y of its configuration)² / Σ (runs of the configuration − 1)), over configurations with
-  two or more successful seeds. Configuration sd: sample sd of the configurations' mean y.
-- ±x % in the figures: sample sd / mean of {metric} over a configuration's successful seeds.
+  two or more successful seeds. Configuration sd: sample sd of the configurations' mean y. Effect of a factor:
+  largest minus smallest mean y of its levels (over all successful runs of the level), then divided by the seed sd.
+- ± in the figures: sample sd of {metric} over a configuration's successful seeds; on a log colour scale as a
+  share of their mean (±x %), on a linear one as the sd itself.
+"""
+METHOD_RHO = """- Reconstruction against the latent space: `scipy.stats.spearmanr` of {recon} against each latent score, per
+  model, over its `ok` runs where both are finite; with several seeds also over the configurations' means of
+  both (the ρ the sentences use). p is two-sided and not corrected for the several scores. |ρ| ≥ {strong} is
+  called strong, ≥ {moderate} moderate, below that weak. "Its rank": where the configuration (or run) with the
+  lowest {recon} stands when ranked by the score, best first, ties sharing the better rank.
 """
 
 
 def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metric: str, paths: Sequence[Path],
-                 figures: dict[str, Optional[str]], table: pd.DataFrame, varying: list[str]) -> Path:
+                 figures: dict[str, Optional[str]], table: pd.DataFrame, varying: list[str],
+                 corr: pd.DataFrame) -> Path:
     lvl = levels(df)
     all_cells = cells(df, metric)
     lines = ["# vaebench: hyper-parameter sensitivity", "",
@@ -662,13 +789,20 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
                   f"({', '.join(varying)}); such runs share a dot. Aggregate one experiment at a time, or filter "
                   "results.csv.", ""]
     lines += ["## Summary", "", md_table(table), ""]
+    if not corr.empty:
+        lines += [f"Does the best reconstruction give the best latent space? Spearman ρ between {RECON} and each "
+                  "latent score (negative: they agree; details and what each means under each model):", "",
+                  md_table(rho_table(corr), index=True), ""]
     if figures.get("overview"):
         lines += [figure_link("all models", figures["overview"]), ""]
     for model in lvl["model"]:
-        lines += model_section(df, all_cells[all_cells["model"] == model], metric, model, lvl, figures.get(model))
+        lines += model_section(df, all_cells[all_cells["model"] == model], metric, model, lvl, figures.get(model),
+                               corr)
     lower = worse(metric) > 0
     lines += [METHOD.format(metric=metric, extreme="lowest" if lower else "highest",
                             bound="at most best + 0.1 × |best|" if lower else "at least best − 0.1 × |best|")]
+    if not corr.empty:
+        lines[-1] += METHOD_RHO.format(recon=RECON, strong=STRONG, moderate=MODERATE)
     if unreadable:
         lines += ["## Not counted", ""]
         lines += [f"- corrupt: `{p}` ({why})" for p, why in scanned.corrupt]
@@ -716,9 +850,14 @@ def aggregate(paths: Sequence[Path], out: Path, metric: str, formats: Sequence[s
     written += save(plot_overview(all_cells, lvl, metric), out, "overview", formats)
     figures["overview"] = f"overview.{embed or formats[0]}"
     table = summary(df, all_cells, metric, lvl)
-    report = write_report(out, scanned, df, dropped, metric, paths, figures, table, other_settings_that_vary(df))
+    corr = recon_vs_latent(df)
+    report = write_report(out, scanned, df, dropped, metric, paths, figures, table, other_settings_that_vary(df),
+                          corr)
 
     print(md_table(table))
+    if not corr.empty:
+        print(f"\nSpearman rho, {RECON} against latent scores (negative: better reconstruction, better latent space):")
+        print(md_table(rho_table(corr), index=True))
     print(f"\n{len(df)} runs ({dropped} duplicates dropped); not counted: {len(scanned.corrupt)} corrupt, "
           f"{len(scanned.partial)} interrupted, {len(scanned.missing)} without a result yet")
     print(f"wrote {out / 'results.csv'}, {report} and {len(written)} figures in {out}")

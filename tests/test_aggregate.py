@@ -358,6 +358,7 @@ def test_latent_score_with_non_positive_values_is_drawn_on_a_linear_scale(tmp_pa
     assert colour_bar_label(fig) == "mean latent_ari\n(linear scale: a score that can be ≤ 0)"
     texts = sorted(t.get_text() for t in fig.axes[0].texts)
     assert texts == ["±0.042", "±0.071"]  # the sd itself: relative to a mean near 0 it would be meaningless
+    assert "\n" in fig.get_suptitle()  # one narrow panel: the title is wrapped, not clipped at the edges
     agg.plt.close(fig)
     # eta squared of the score itself, never of its logarithm: the same numbers as the linear colour scale.
     eta = agg.eta_squared(agg.successful(df, "latent_ari"), "latent_ari", ["lr"])

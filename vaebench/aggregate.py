@@ -15,6 +15,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -561,7 +562,8 @@ def _grid_figure(figure_cells: pd.DataFrame, lvl: dict[str, list], rows: list[st
             bar.ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
         fig.legend(handles=legend_handles(figure_cells, scales), loc="outside right center", fontsize=8,
                    frameon=False, labelspacing=1.2, borderpad=0.2)
-        fig.suptitle(title, fontsize=11)
+        # A narrow grid (one optimizer, two latent sizes) is narrower than the title: wrapped, not clipped.
+        fig.suptitle("\n".join(textwrap.wrap(title, width=int(fig.get_figwidth() * 10))), fontsize=11)
     return fig
 
 

@@ -459,6 +459,7 @@ def test_cli_trains_on_a_table_with_the_scaler_fit_on_the_training_split(tmp_pat
                    "device=cpu", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert result["status"] == "ok" and result["n_features"] == 6
+    assert result["status"] == "ok", result["error"]
+    assert result["n_features"] == 6
     assert result["data"]["scaler_fit"] == "train" and result["data"]["split_seed"] == 3
     assert result["data"]["n_fit_samples"] == result["n_train"]

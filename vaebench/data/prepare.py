@@ -33,6 +33,8 @@ _NOT_IN_KEY = ("cache_dir", "path", "labels_path")  # paths enter the key as fil
 
 
 def load(cfg: FileDataConfig, val_fraction: Optional[float] = None, seed: Optional[int] = None) -> Dataset:
+    """The prepared matrix of cfg's file, from the cache when it is there; val_fraction and seed are the
+    run's, needed by data.scaler_fit=train only."""
     src = Source.open(cfg.path, "data file", "data.path")
     labels_src = Source.open(cfg.labels_path, "labels file", "data.labels_path") if cfg.labels_path else None
     key = cache_key(cfg, src, labels_src)
@@ -86,8 +88,9 @@ def build(cfg: FileDataConfig, src: Source, labels_src: Optional[Source], key: s
     keep = top_genes_by_mad(x, cfg.n_genes, cfg.mad, src)
     if keep is not None:
         x, genes = x[:, keep], [genes[j] for j in keep]
-    record.update(n_genes=len(genes), gene_selection=None if keep is None else f"top {len(genes)} by {cfg.mad.value} "
-                  "absolute deviation, largest first", scaling=cfg.scaling.value)
+    record["n_genes"] = len(genes)
+    record["gene_selection"] = None if keep is None else f"top {len(genes)} by {cfg.mad.value} absolute deviation"
+    record["scaling"] = cfg.scaling.value
     if cfg.scaling is Scaling.zeroone:
         record["scaler_fit"] = cfg.scaler_fit.value
         if cfg.scaler_fit is ScalerFit.all:
@@ -101,7 +104,7 @@ def build(cfg: FileDataConfig, src: Source, labels_src: Optional[Source], key: s
 
 
 def _first(mask: np.ndarray, matrix: Matrix) -> str:
-    i, j = np.argwhere(mask)[0]
+    i, j = divmod(int(np.argmax(mask.ravel(order="C"))), mask.shape[1])  # argmax stops at the first True
     return f"first at sample '{matrix.sample_ids[i]}', gene '{matrix.gene_names[j]}'"
 
 

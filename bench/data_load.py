@@ -32,7 +32,8 @@ def write_table(path: Path, n_samples: int, n_genes: int, gz: bool) -> None:
     columns += [pa.array(rng.random(n_samples, dtype=np.float32)) for _ in range(n_genes)]
     names = ["sample_id"] + [f"GENE{j}" for j in range(n_genes)]
     plain = path.with_suffix("") if gz else path
-    pacsv.write_csv(pa.table(columns, names=names), str(plain), pacsv.WriteOptions(delimiter="\t", quoting_style="none"))
+    options = pacsv.WriteOptions(delimiter="\t", quoting_style="none")
+    pacsv.write_csv(pa.table(columns, names=names), str(plain), options)
     if gz:  # level 1: arrow's own gzip stream takes minutes for this table; the level does not change reading
         with open(plain, "rb") as f, gzip.open(path, "wb", compresslevel=1) as out:
             shutil.copyfileobj(f, out, 1 << 22)

@@ -10,6 +10,7 @@ latent means (mu) of the validation samples: k-means with k = number of labels a
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -47,8 +48,10 @@ def label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_
     if len(np.unique(y_train)) >= 2:
         scaler = StandardScaler().fit(z_train)  # latent scales differ by orders of magnitude between runs
         probe = LogisticRegression(max_iter=500).fit(scaler.transform(z_train), y_train)
-        scores["latent_probe_balanced_accuracy"] = float(
-            balanced_accuracy_score(y_val, probe.predict(scaler.transform(z_val))))
+        with warnings.catch_warnings():  # a small validation set may lack a class the probe predicts
+            warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+            scores["latent_probe_balanced_accuracy"] = float(
+                balanced_accuracy_score(y_val, probe.predict(scaler.transform(z_val))))
     return scores
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaebench.models.base import BaseVAE, ForwardOutput, kl_per_row
+from vaebench.models.base import BaseVAE, ForwardOutput, kl_per_row, mean
 
 
 def log_cosh(u: Tensor, stable: bool) -> Tensor:
@@ -26,7 +26,8 @@ class LogCoshVAE(BaseVAE):
 
     def loss(self, out: ForwardOutput, x: Tensor, kld_weight: float) -> dict[str, Tensor]:
         t = out.recon - x
-        recon = log_cosh(self.alpha * t, stable=self.corrected).mean() / self.alpha
+        recon = mean(log_cosh(self.alpha * t, stable=self.corrected)) / self.alpha
         kld = kl_per_row(out.mu, out.log_var).mean()
-        return {"loss": recon + self.beta * kld_weight * kld, "recon": recon,
-                "recon_mse": t.pow(2).mean().detach(), "kld": kld}
+        with torch.no_grad():  # a reported metric: no graph, its [B, F] square is freed at once
+            recon_mse = t.pow(2).mean()
+        return {"loss": recon + self.beta * kld_weight * kld, "recon": recon, "recon_mse": recon_mse, "kld": kld}

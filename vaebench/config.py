@@ -150,6 +150,8 @@ class TrainerConfig:
     drop_last: bool = False
     threads: Optional[int] = None
     latent_metrics: bool = True  # score the latent space against the data's labels after training
+    compile: bool = False  # torch.compile the step's forward and loss (opt-in; numbers within float tolerance)
+    amp: bool = False  # bf16 autocast for forward and loss (opt-in; numbers within bf16 tolerance)
     fault: Optional[Fault] = None
 
     def __post_init__(self) -> None:

@@ -24,9 +24,11 @@ def table(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
 
 
 def main(path: str) -> None:
-    runs = pd.read_csv(path)
+    runs = pd.read_csv(path, keep_default_na=False, na_values=[""])  # status "nan" is a word, not a missing value
     ok = runs[runs.status == "ok"]
-    cells = ok.groupby(CELL).val_recon_mse.mean().rename("mse").reset_index()
+    # A cell counts only when every seed of it succeeded, as in the aggregate's report.
+    complete = runs.groupby(CELL).status.transform(lambda s: (s == "ok").all())
+    cells = runs[complete].groupby(CELL).val_recon_mse.mean().rename("mse").reset_index()
 
     print("## Runs by status\n")
     print(table(runs.pivot_table(index=["model", "optimizer"], columns="status", values="seed", aggfunc="count",
@@ -36,13 +38,20 @@ def main(path: str) -> None:
         print("\n### Where runs failed (count of runs, over seeds and latent sizes)\n")
         print(table(failed.pivot_table(index=["model", "optimizer", "lr"], columns="status", values="seed",
                                        aggfunc="count", fill_value=0)))
+        print("\n### Failed runs by latent size (all models, optimizers and learning rates)\n")
+        print(table(failed.pivot_table(index="optimizer", columns="latent_dim", values="seed", aggfunc="count",
+                                       fill_value=0)))
+    big = runs[(runs.model == "infovae") & (runs.latent_dim == 200)]
+    print(f"\nInfoVAE at latent 200: {len(big)} runs, {(big.status == 'oom').sum()} out of memory, peak memory "
+          f"{big.peak_memory_mb.max():.0f} MB at most ({big.peak_memory_kind.iloc[0]}).")
 
     print("\n## Best learning rate (claims: 0.001 in section 5, 0.01 in section 7)\n")
-    print("Mean validation MSE over latent sizes and seeds, per learning rate; the best is marked *.\n")
-    by_lr = ok.groupby(["model", "optimizer", "lr"]).val_recon_mse.mean().unstack("lr")
+    print("Mean validation MSE over the latent sizes and seeds whose runs all succeeded, per learning rate "
+          "(blank: no such cell); the best is marked *.\n")
+    by_lr = cells.groupby(["model", "optimizer", "lr"]).mse.mean().unstack("lr")
     marked = by_lr.astype(object)
     for idx, row in by_lr.iterrows():
-        marked.loc[idx] = [f"{v:.4g}*" if v == row.min() else f"{v:.4g}" for v in row]
+        marked.loc[idx] = ["" if pd.isna(v) else f"{v:.4g}*" if v == row.min() else f"{v:.4g}" for v in row]
     print(table(marked))
     best_cell = cells.loc[cells.groupby(["model", "optimizer"]).mse.idxmin()].set_index(["model", "optimizer"])
     print("\nBest cell (learning rate and latent size) per model and optimizer:\n")
@@ -77,7 +86,7 @@ def main(path: str) -> None:
     latent = [c for c in ("latent_ari", "latent_probe_balanced_accuracy") if c in ok and ok[c].notna().any()]
     if latent:
         print("\n## Latent space: the best configuration by reconstruction and by latent scores\n")
-        means = ok.groupby(CELL)[["val_recon_mse", *latent]].mean().reset_index()
+        means = runs[complete].groupby(CELL)[["val_recon_mse", *latent]].mean().reset_index()
         rows = []
         for model, g in means.groupby("model"):
             by_mse = g.loc[g.val_recon_mse.idxmin()]

@@ -41,4 +41,4 @@ aggregate: install  ## results.csv, dot-plots and report.md for every run under 
 	$(BIN)/vaebench-aggregate outputs/
 
 clean:
-	rm -rf outputs/runs outputs/sweeps outputs/demo
+	rm -rf outputs/runs outputs/sweeps outputs/demo outputs/aggregate

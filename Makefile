@@ -31,7 +31,8 @@ test-cuda: install  ## on a machine with a GPU
 
 demo: install  ## a small sweep of all four models on the built-in data, into outputs/demo
 	$(BIN)/vaebench -m +experiment=demo hydra.sweep.dir=outputs/demo
-	@echo "results: outputs/demo/*/result.json (one per run)"
+	$(BIN)/vaebench-aggregate outputs/demo
+	@echo "results: outputs/demo/*/result.json (one per run); table, dot-plots, report: outputs/demo/aggregate/"
 
 sweep-all: install  ## the study's grid for all four models (360 runs); rerun to resume after a stop
 	$(BIN)/vaebench -m +experiment=paper_grid model=vae,iwae,infovae,logcosh seed=$(SEEDS) \

@@ -8,8 +8,10 @@ BIN := $(VENV)/bin
 SWEEP_DIR ?= outputs/sweep-all
 JOBS ?=
 SEEDS ?= 0
+# make bench: QUICK=1 for latent 100 only, fewer repeats and a small sweep (a few minutes)
+QUICK ?=
 
-.PHONY: install test test-slow test-cuda demo sweep-all aggregate clean
+.PHONY: install test test-slow test-cuda demo sweep-all aggregate bench clean
 
 $(BIN)/vaebench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +42,9 @@ sweep-all: install  ## the study's grid for all four models (360 runs); rerun to
 
 aggregate: install  ## results.csv, dot-plots and report.md for every run under outputs/, into outputs/aggregate
 	$(BIN)/vaebench-aggregate outputs/
+
+bench: install  ## timings vs the bare matrix-product floor, one table (BENCHMARKS.md); QUICK=1 for a short run
+	$(BIN)/python bench/bench.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf outputs/runs outputs/sweeps outputs/demo outputs/aggregate

@@ -15,6 +15,9 @@ Every figure comes from this one invocation, so ratios compare like with like:
   run       one `vaebench` process of one epoch: wall time vs its compute
   sweep     a 12-run multirun with 1 and with 2 joblib workers, and the torch threads each job used
   memory    peak memory of InfoVAE at latent 200, batch 1000 (its MMD must not cost batch^2 x latent)
+  omp       the latent-100 epochs again in fresh processes, with the OpenMP runtime's default wait policy
+            and with OMP_WAIT_POLICY=PASSIVE (idle threads sleep instead of spinning): on a shared
+            machine a spinning thread loses its core and every parallel region waits for it
 On a machine with CUDA the epochs (also with trainer.compile / trainer.amp), a run and the sweep are
 measured on the GPU too. Timings on a shared machine are noisy: medians of repeats, and ratios within
 pairs; never assert them in tests.
@@ -36,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import vaebench  # noqa: F401 - before torch: whatever the package sets up before torch loads holds here too
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -221,7 +225,6 @@ class Bench:
     # --- data -------------------------------------------------------------------------------------
     def data(self) -> None:
         from vaebench.data import load_dataset
-        from vaebench.train import split_indices
 
         cfg = compose_config(*self.data_overrides)
         started = time.perf_counter()
@@ -236,9 +239,7 @@ class Bench:
             loads.append(time.perf_counter() - started)
             copies.append(time.perf_counter() - loaded)
             del x
-        self.data_obj = data
-        self.x = torch.tensor(np.asarray(data.x))
-        self.train_idx, self.val_idx = split_indices(len(self.x), data.labels, cfg.trainer.val_fraction, cfg.seed)
+        self.load()
         mb = self.x.numel() * 4 / 2**20
         self.table.add("data", f"first preparation, {N_SAMPLES:,} x {N_GENES:,} (generate + cache)", secs(first),
                        note=f"float32, {mb:.0f} MB, into an empty cache dir")
@@ -248,6 +249,16 @@ class Bench:
                        met=cached < TARGETS["cached_load"],
                        note=f"of which copy {median(copies):.3f} s; page cache warm; median of {len(loads)}")
         self.raw["data"] = {"first_s": first, "cached_s": loads, "copy_s": copies}
+
+    def load(self) -> None:
+        """The matrix as a tensor and the run's split, as vaebench.task does (from the cache)."""
+        from vaebench.data import load_dataset
+        from vaebench.train import split_indices
+
+        cfg = compose_config(*self.data_overrides)
+        data = load_dataset(cfg.data, cfg.trainer.val_fraction, cfg.seed)
+        self.x = torch.tensor(np.asarray(data.x))
+        self.train_idx, self.val_idx = split_indices(len(self.x), data.labels, cfg.trainer.val_fraction, cfg.seed)
 
     # --- epochs -----------------------------------------------------------------------------------
     def paired(self, model_name: str, latent: int, device: torch.device, extra: tuple[str, ...] = (),
@@ -345,48 +356,92 @@ class Bench:
                 self.raw[f"optin_{device.type}_{model_name}_{name}"] = r
                 self.table.add("opt-in", f"{model_name}, latent {latent}, {name}{tag}", secs(median(r["real"])),
                                reference=secs(median(r["floor"])), ratio=r["ratio"],
-                               note=f"first epoch {r['first_epoch']:.1f} s (includes compiling); fp32 floor")
+                               note=f"first epoch {r['first_epoch']:.1f} s"
+                                    + (" (compiles, cold cache)" if "compile" in name else "") + "; float32 floor")
 
     def naive(self, latents: tuple[int, ...]) -> None:
-        """The same VAE through DataLoader(TensorDataset): per-sample indexing + collate, .item() per step."""
+        """The same VAE through DataLoader(TensorDataset), in a fresh process: a plain loop whose process
+        never ran vaebench's fit (so the allocator is glibc's default, as in anyone's own script)."""
+        results = self.child("naive", ",".join(map(str, latents)), "0")
+        for latent in latents:
+            r = results[str(latent)]
+            vb = self.raw.get("epochs_cpu", {}).get(f"vae@{latent}")
+            note = "fresh process; per-sample indexing + collate, loss.item() per step"
+            if vb:
+                note += f"; vaebench's epoch {median(vb['real']) / median(vb['floor']):.2f}x its floor"
+            self.table.add("naive", f"vae, latent {latent}, DataLoader(TensorDataset)", secs(median(r["real"])),
+                           reference=secs(median(r["floor"])), ratio=r["ratio"], note=note)
+        self.raw["naive"] = results
+
+    def naive_epochs(self, latent: int) -> dict[str, Any]:
         from torch.utils.data import DataLoader, TensorDataset
 
         from vaebench.models import build_model
 
-        for latent in latents:
-            cfg = compose_config(*self.data_overrides, "model=vae", f"latent_dim={latent}", "device=cpu")
-            torch.manual_seed(cfg.seed)
-            model = build_model(cfg.model, self.x.shape[1], latent)
-            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-            x_train, x_val = self.x[self.train_idx], self.x[self.val_idx]
-            train = DataLoader(TensorDataset(x_train), batch_size=cfg.trainer.batch_size, shuffle=True)
-            val = DataLoader(TensorDataset(x_val), batch_size=cfg.trainer.batch_size)
-            kld = cfg.trainer.batch_size / len(x_train)
-            train_rows, val_rows = epoch_rows(len(x_train), len(x_val), cfg.trainer.batch_size, False)
-            floor = Floor(model, train_rows, val_rows, torch.device("cpu"))
-            floor.epoch()
-            real, floors = [], []
-            for _ in range(self.args.repeats + 1):
-                started = time.perf_counter()
-                model.train()
-                total = 0.0
-                for (xb,) in train:
-                    loss = model.loss(model(xb), xb, kld)["loss"]
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * len(xb)
-                model.eval()
-                with torch.no_grad():
-                    val_total = sum(model.loss(model(xb), xb, kld)["loss"].item() * len(xb) for (xb,) in val)
-                real.append(time.perf_counter() - started)
-                floors.append(floor.epoch())
-            ratios = [r / f for r, f in zip(real[1:], floors[1:])]
-            vb = self.raw.get("epochs_cpu", {}).get(f"vae@{latent}")
-            note = f"vaebench's epoch: {median(vb['ratios']):.2f}x" if vb else ""
-            self.table.add("naive", f"vae, latent {latent}, DataLoader(TensorDataset)", secs(median(real[1:])),
-                           reference=secs(median(floors[1:])), ratio=median(ratios), note=note)
-            self.raw[f"naive@{latent}"] = {"real": real, "floor": floors, "train_loss": total, "val": val_total}
+        cfg = compose_config(*self.data_overrides, "model=vae", f"latent_dim={latent}", "device=cpu")
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, self.x.shape[1], latent)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        x_train, x_val = self.x[self.train_idx], self.x[self.val_idx]
+        train = DataLoader(TensorDataset(x_train), batch_size=cfg.trainer.batch_size, shuffle=True)
+        val = DataLoader(TensorDataset(x_val), batch_size=cfg.trainer.batch_size)
+        kld = cfg.trainer.batch_size / len(x_train)
+        train_rows, val_rows = epoch_rows(len(x_train), len(x_val), cfg.trainer.batch_size, False)
+        floor = Floor(model, train_rows, val_rows, torch.device("cpu"))
+        floor.epoch()
+        real, floors = [], []
+        for _ in range(self.args.repeats + 1):
+            started = time.perf_counter()
+            model.train()
+            for (xb,) in train:
+                loss = model.loss(model(xb), xb, kld)["loss"]
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                loss.item()
+            model.eval()
+            with torch.no_grad():
+                for (xb,) in val:
+                    model.loss(model(xb), xb, kld)["loss"].item()
+            real.append(time.perf_counter() - started)
+            floors.append(floor.epoch())
+        ratios = [r / f for r, f in zip(real[1:], floors[1:])]
+        return {"real": real[1:], "floor": floors[1:], "first_epoch": real[0], "ratios": ratios,
+                "ratio": median(ratios)}
+
+    # --- fresh processes --------------------------------------------------------------------------
+    def child(self, kind: str, what: str, arg: str, env: Optional[dict[str, str]] = None) -> dict[str, Any]:
+        """Run `bench.py --child KIND WHAT ARG` (see child()) and return its JSON."""
+        cmd = [sys.executable, __file__, "--child", kind, what, arg, "--repeats", str(self.args.repeats),
+               "--tmp", str(self.tmp)]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env or dict(os.environ))
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+            raise SystemExit(f"bench: the child process ({kind} {what} {arg}) failed")
+        return json.loads(proc.stdout.splitlines()[-1])
+
+    # --- OpenMP wait policy -----------------------------------------------------------------------
+    def child_epochs(self, models: tuple[str, ...], latent: int, policy: Optional[str]) -> dict[str, Any]:
+        """paired() in a fresh process (the OpenMP runtime reads its settings when torch loads);
+        policy None = OMP_WAIT_POLICY unset (libgomp's default: spin a while, then sleep)."""
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if policy:
+            env["OMP_WAIT_POLICY"] = policy
+        return self.child("epochs", ",".join(models), str(latent), env)
+
+    def omp(self, models: tuple[str, ...], latent: int) -> None:
+        results = {policy: self.child_epochs(models, latent, policy) for policy in (None, "PASSIVE")}
+        for model_name in models:
+            base = results[None][model_name]
+            for policy, by_model in results.items():
+                r = by_model[model_name]
+                note = "fresh process"
+                if policy:
+                    note += f"; epoch {median(r['real']) / median(base['real']):.2f}x the unset policy's"
+                self.table.add("omp", f"{model_name}, latent {latent}, OMP_WAIT_POLICY {policy or 'unset'}",
+                               secs(median(r["real"])), reference=secs(median(r["floor"])), ratio=r["ratio"],
+                               note=note)
+        self.raw["omp"] = {str(k): v for k, v in results.items()}
 
     # --- one run ----------------------------------------------------------------------------------
     def run_overrides(self, out: Path, *extra: str) -> list[str]:
@@ -425,7 +480,9 @@ class Bench:
                                note="trainer.latent_metrics; off in the other run and sweep rows")
 
     # --- sweep ------------------------------------------------------------------------------------
-    def sweep(self, device: str, workers: tuple[int, ...]) -> None:
+    def sweep(self, device: str, variants: tuple[tuple[int, str], ...]) -> None:
+        """The same 12-run multirun per (workers, OMP_WAIT_POLICY) variant; "" = the environment's policy.
+        Each job records (threads_probe.py) its process, its torch threads and when it ran."""
         from threads_probe import PROBE_FILE
 
         tag = "" if device == "cpu" else f" [{device}]"
@@ -434,37 +491,39 @@ class Bench:
             "data.n_samples=2000", "data.n_genes=1000", f"data.cache_dir={self.cache}", "trainer.batch_size=200"]
         size = "11,000 x 5,000" if not self.args.quick else "2,000 x 1,000"
         metrics_off = ["trainer.latent_metrics=false"] if has_trainer_key("latent_metrics") else []
-        walls = {}
-        for n in workers:
-            out = self.tmp / f"sweep-{device}-{n}"
+        first_wall = 0.0
+        for i, (n, policy) in enumerate(variants):
+            out = self.tmp / f"sweep-{device}-{n}-{policy or 'env'}"
             env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")]))}
-            walls[n] = run_cli(["-m", f"model={','.join(MODELS)}", "latent_dim=10,100,200", "trainer.max_epochs=1",
-                                *data, *metrics_off, f"device={device}", f"hydra.sweep.dir={out}",
-                                f"hydra.launcher.n_jobs={n}",
-                                "+hydra.callbacks.threads_probe._target_=threads_probe.ThreadsProbe"], env=env)
+            if policy:
+                env["OMP_WAIT_POLICY"] = policy
+            wall = run_cli(["-m", f"model={','.join(MODELS)}", "latent_dim=10,100,200", "trainer.max_epochs=1",
+                            *data, *metrics_off, f"device={device}", f"hydra.sweep.dir={out}",
+                            f"hydra.launcher.n_jobs={n}",
+                            "+hydra.callbacks.threads_probe._target_=threads_probe.ThreadsProbe"], env=env)
             probes = [json.loads(p.read_text()) for p in out.rglob(PROBE_FILE)]
             results = [json.loads(p.read_text()) for p in out.rglob("result.json")]
-            # Most torch threads in use at any moment: sum over the jobs running then.
-            events = sorted([(p["start"], p["torch_threads"]) for p in probes] + [(p["end"], -p["torch_threads"])
-                                                                                for p in probes])
+            # Most torch threads in use at any moment: the sum over the jobs running then.
+            events = sorted([(p["start"], p["torch_threads"]) for p in probes]
+                            + [(p["end"], -p["torch_threads"]) for p in probes])
             busy, peak = 0, 0
             for _, delta in events:
                 busy += delta
                 peak = max(peak, busy)
-            pids = len({p["pid"] for p in probes})
             threads = sorted({p["torch_threads"] for p in probes})
             compute = sum(r.get("wall_time_s") or 0 for r in results)
             ok = sum(r.get("status") == "ok" for r in results)
-            note = (f"{ok}/{len(results)} ok; {pids} worker processes x {threads} torch threads; "
-                    f"most threads at once {peak} on {cores} cores; sum of fit() {compute:.1f} s")
-            ratio = walls[n] / walls[workers[0]] if n != workers[0] else None
-            target = "<= 1.00x" if (n == 2 and device == "cpu") else ""
-            self.table.add("sweep", f"12 runs ({size}), {n} worker(s){tag}", secs(walls[n]),
-                           reference=secs(walls[workers[0]]) if ratio else "", ratio=ratio, target=target,
-                           met=(ratio <= 1.0) if target else None, note=note)
+            note = (f"{ok}/{len(results)} ok; {len({p['pid'] for p in probes})} worker processes x {threads} torch "
+                    f"threads, at most {peak} threads at once on {cores} cores; sum of fit() {compute:.1f} s")
+            first_wall = first_wall if i else wall
+            is_target = (n, policy) == (2, "") and device == "cpu"
+            self.table.add("sweep", f"12 runs ({size}), {n} worker(s){', OMP ' + policy if policy else ''}{tag}",
+                           secs(wall), reference=secs(first_wall) if i else "", ratio=wall / first_wall if i else None,
+                           target="<= 1.00x" if is_target else "", met=(wall <= first_wall) if is_target else None,
+                           note=note)
             if peak > cores:
-                self.table.add("sweep", "  torch threads x workers exceed the cores", "**yes**", met=False)
-            self.raw[f"sweep_{device}_{n}"] = {"wall": walls[n], "probes": probes, "peak_threads": peak}
+                self.table.add("sweep", "torch threads x workers exceed the cores", "**yes**", met=False)
+            self.raw[f"sweep_{device}_{n}_{policy or 'env'}"] = {"wall": wall, "probes": probes, "peak": peak}
 
     # --- memory -----------------------------------------------------------------------------------
     def memory(self, device: str, latents: tuple[int, ...]) -> None:
@@ -487,16 +546,36 @@ class Bench:
         self.raw[f"memory_{device}"] = peaks
 
 
+def child(args: argparse.Namespace) -> None:
+    """--child epochs MODELS LATENT | --child naive LATENTS 0: measured in this fresh process; one JSON line."""
+    kind, what, arg = args.child
+    torch.set_num_threads(os.cpu_count() or 1)
+    bench = Bench(args, args.tmp)
+    bench.load()
+    if kind == "epochs":  # ARG: latent, or latent/threads
+        latent, _, threads = arg.partition("/")
+        out = {m: bench.paired(m, int(latent), torch.device("cpu"), threads=int(threads) if threads else None)
+               for m in what.split(",")}
+    else:
+        out = {latent: bench.naive_epochs(int(latent)) for latent in what.split(",")}
+    print(json.dumps(out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="latent 100 only, 2 repeats, small sweep data")
     parser.add_argument("--repeats", type=int, default=None, help="timed epochs / runs per figure (default 3; quick 2)")
-    parser.add_argument("--only", default="", help="comma-separated sections: data,epochs,optin,naive,run,sweep,memory")
+    parser.add_argument("--only", default="", help="comma-separated sections: epochs,naive,optin,omp,run,sweep,memory "
+                                                   "(data always runs)")
     parser.add_argument("--json", type=Path, help="also write every raw timing here")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.repeats = args.repeats or (2 if args.quick else 3)
+    if args.child:
+        return child(args)
     only = set(filter(None, args.only.split(",")))
 
     def wanted(section: str) -> bool:
@@ -510,11 +589,13 @@ def main() -> None:
     started, load_before = time.time(), os.getloadavg()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"vaebench bench {'(quick) ' if args.quick else ''}{stamp}: {platform.node()}, {cores} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"cuda {torch.cuda.get_device_name(0) if cuda else 'none'}; load average {load_before[0]:.1f}", flush=True)
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY "
+          f"{os.environ.get('OMP_WAIT_POLICY') or 'unset'}, cuda {torch.cuda.get_device_name(0) if cuda else 'none'}; "
+          f"load average {load_before[0]:.1f}", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="vaebench-bench-"))
     os.environ["VAEBENCH_CACHE"] = str(tmp / "cache")  # every run below uses the bench's own cache
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp / "inductor")  # trainer.compile rows compile from cold
     bench = Bench(args, tmp)
     try:
         bench.data()  # always: every other section trains on this matrix
@@ -524,10 +605,12 @@ def main() -> None:
             bench.naive(latents)
         if wanted("optin") and not args.quick:
             bench.opt_in(torch.device("cpu"), 100)
+        if wanted("omp") and cores > 1:
+            bench.omp(("vae",), 100)
         if wanted("run"):
             bench.one_run("cpu")
         if wanted("sweep"):
-            bench.sweep("cpu", (1, 2) if cores >= 2 else (1,))
+            bench.sweep("cpu", ((1, ""), (2, ""), (1, "PASSIVE")) if cores >= 2 else ((1, ""),))
         if wanted("memory"):
             bench.memory("cpu", (200,) if args.quick else (10, 200))
         if cuda is not None:
@@ -538,7 +621,7 @@ def main() -> None:
             if wanted("run"):
                 bench.one_run("cuda")
             if wanted("sweep"):
-                bench.sweep("cuda", (torch.cuda.device_count(),))
+                bench.sweep("cuda", ((torch.cuda.device_count(), ""),))
             if wanted("memory"):
                 bench.memory("cuda", (200,))
     finally:
@@ -550,6 +633,7 @@ def main() -> None:
     load_after = os.getloadavg()
     header = (f"`{' '.join(['make bench'] + (['QUICK=1'] if args.quick else []))}` on {stamp}: {platform.node()}, "
               f"{cores} cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+              f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY') or 'unset'}, "
               f"cuda {torch.cuda.get_device_name(0) if cuda else 'none'}; "
               f"load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at end; "
               f"{(time.time() - started) / 60:.1f} min")

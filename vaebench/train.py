@@ -197,9 +197,14 @@ def forward_loss(model: BaseVAE, kld_weight: float, compile: bool, amp: bool
 
     if not compile:
         return step
+    import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
 
     inductor_config.fallback_random = True
+    # A sweep worker compiles one graph per (model, latent size, batch shape) and reuses it across its
+    # jobs; past dynamo's default limit of 8 it would fall back to eager without a word.
+    limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 64))
     return torch.compile(step, dynamic=False)
 
 

@@ -486,9 +486,9 @@ t3 = time.perf_counter(); print(json.dumps([t1 - t0, t2 - t1, t3 - t2]))
                        ratio=fixed / compute, target=f"< {TARGETS['fixed']:.0f} s" if device == "cpu" else "",
                        met=fixed < TARGETS["fixed"] if device == "cpu" else None,
                        note=f"imports: torch + hydra + vaebench core {core:.2f} s, vaebench.task's extra "
-                            f"(scikit-learn, ...) {task:.2f} s; the first torch.optim optimizer imports "
-                            f"torch._dynamo {dynamo:.2f} s; fit() {median(fits):.2f} s in all; "
-                            f"python start ~{median(starts) - core - task - dynamo:.2f} s")
+                            f"(scikit-learn, ...) {task:.2f} s; fit() {median(fits):.2f} s, of which the first "
+                            f"torch.optim optimizer importing torch._dynamo {dynamo:.2f} s; python start and exit "
+                            f"~{median(starts) - core - task - dynamo:.2f} s")
         self.raw[f"run_{device}"] = {"wall": walls, "fit": fits, "imports": imports, "starts": starts,
                                      "compute": compute}
         if device == "cpu" and has_trainer_key("latent_metrics"):  # the default scoring after training

@@ -28,11 +28,12 @@ def kl_per_row(mu: Tensor, log_var: Tensor) -> Tensor:
 def mean(t: Tensor, dim: Optional[int] = None) -> Tensor:
     """t.mean(dim), the same numbers, with a cheaper gradient on CPU.
 
-    On CPU a mean is a sum divided by the count, so sum / count gives the same bits; the gradient of a
-    sum is then a broadcast view, where mean's materialises a tensor of t's size (a pass over [B, F], or
-    IWAE's [B, S, F]). CUDA multiplies by 1 / count instead, so elsewhere this stays t.mean().
+    On CPU a float32/float64 mean is a sum divided by the count, so sum / count gives the same bits; the
+    gradient of a sum is then a broadcast view, where mean's materialises a tensor of t's size (a pass
+    over [B, F], or IWAE's [B, S, F]). CUDA multiplies by 1 / count and CPU bf16/fp16 means go through
+    float32, so those stay t.mean().
     """
-    if t.device.type != "cpu":
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
         return t.mean() if dim is None else t.mean(dim)
     if dim is None:
         return t.sum() / t.numel()

@@ -151,7 +151,7 @@ class TrainerConfig:
     threads: Optional[int] = None
     latent_metrics: bool = True  # score the latent space against the data's labels after training
     compile: bool = False  # torch.compile the step's forward and loss (opt-in; numbers within float tolerance)
-    amp: bool = False  # bf16 autocast for forward and loss (opt-in; numbers within bf16 tolerance)
+    amp: bool = False  # bf16 autocast of the forward (opt-in; numbers move at bf16 precision)
     fault: Optional[Fault] = None
 
     def __post_init__(self) -> None:

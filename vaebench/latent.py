@@ -15,12 +15,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (adjusted_rand_score, balanced_accuracy_score, normalized_mutual_info_score,
-                             silhouette_score)
-from sklearn.preprocessing import StandardScaler
-
 from vaebench.models import BaseVAE
 
 FIELDS = ("latent_ari", "latent_nmi", "latent_silhouette", "latent_probe_balanced_accuracy")
@@ -36,6 +30,13 @@ def latent_means(model: BaseVAE, x: torch.Tensor, batch_size: int) -> np.ndarray
 def label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray,
                  seed: int) -> dict[str, Optional[float]]:
     """The four scores for latent points with known labels; None where a score is undefined."""
+    # Imported here: scikit-learn takes about a second to import, and only runs with labels pay for it.
+    from sklearn.cluster import KMeans
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import (adjusted_rand_score, balanced_accuracy_score, normalized_mutual_info_score,
+                                 silhouette_score)
+    from sklearn.preprocessing import StandardScaler
+
     scores: dict[str, Optional[float]] = dict.fromkeys(FIELDS)
     n_labels = len(np.unique(y_val))
     if n_labels < 2 or not (np.isfinite(z_train).all() and np.isfinite(z_val).all()):

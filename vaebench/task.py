@@ -29,7 +29,7 @@ from vaebench.errors import UserError
 from vaebench.latent import FIELDS as LATENT_FIELDS
 from vaebench.latent import latent_metrics
 from vaebench.results import METRICS_FILE, config_hash, describe, finished_result, write_result
-from vaebench.train import FitResult, NonFiniteError, fit, pick_device, split_indices
+from vaebench.train import NonFiniteError, fit, pick_device, release_heap, split_indices
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,13 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
 
 
 def release_memory(device: torch.device) -> None:
+    """After a job: free what it held, so the next job in this worker starts small and measures its own peak
+    (on CPU the trim also returns what the latent scores freed after fit's own trim)."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    else:
+        release_heap()
 
 
 def versions() -> dict[str, str]:
@@ -172,7 +176,6 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
 
     reset_peak_memory(device)
     started = time.perf_counter()
-    outcome: Optional[FitResult] = None
     try:
         outcome = fit(typed, x, train_idx, val_idx, on_epoch=on_epoch)
         result.update(status="ok", epochs_run=outcome.epochs_run, converged=outcome.converged,

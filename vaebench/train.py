@@ -35,7 +35,6 @@ class NonFiniteError(Exception):
 
     def __init__(self, epoch: int, what: str):
         super().__init__(f"{what} became NaN/Inf in epoch {epoch}")
-        self.epoch = epoch
 
 
 @dataclass

@@ -157,11 +157,6 @@ def test_latent_scores_are_better_higher(tmp_path):
     assert agg.within_best(c, best["mean"], "latent_ari").tolist() == [True, True, False]  # >= 0.45
 
 
-def test_higher_is_better_names_the_latent_fields():
-    latent = pytest.importorskip("vaebench.latent")
-    assert set(agg.HIGHER_IS_BETTER) == set(latent.FIELDS)
-
-
 def test_seed_variation_beside_each_factors_effect(tmp_path):
     additive_grid(tmp_path / "runs")
     effects = agg.factor_effects(agg.successful(table(tmp_path / "runs"), "val_recon_mse"), "val_recon_mse")
@@ -232,7 +227,7 @@ def test_no_latent_scores_no_correlation(tmp_path, capsys):
     write_run(tmp_path / "runs", "c", lr=1e-1, val_recon_mse=0.3)
     assert agg.recon_vs_latent(table(tmp_path / "runs")).empty  # fields absent
     # Data without labels: every run records the fields as null.
-    nulls = dict.fromkeys(agg.HIGHER_IS_BETTER)
+    nulls = dict.fromkeys(agg.LATENT_SCORES)
     for name, lr in (("a", 1e-3), ("b", 1e-2), ("c", 1e-1)):
         write_run(tmp_path / "unlabelled", name, lr=lr, **nulls)
     df = table(tmp_path / "unlabelled")

@@ -12,7 +12,7 @@ import torch
 
 from conftest import make_config
 from vaebench.config import validate
-from vaebench.results import read_result
+from vaebench.results import SCHEMA, read_result
 from vaebench.task import run
 from vaebench.train import batch_bounds, converged, kld_weights, split_indices
 
@@ -89,7 +89,7 @@ def test_kld_weight_auto_is_batch_over_n():
 def test_each_model_trains_and_writes_a_valid_result(model, tmp_path):
     result = run(make_config(f"model={model}"), tmp_path)
     on_disk = read_result(tmp_path)
-    assert on_disk == {**result, "schema": 1}
+    assert on_disk == {**result, "schema": SCHEMA}
     assert result["status"] == "ok" and result["epochs_run"] == 2 and result["model"] == model
     assert 0 < result["val_recon_mse"] < 1
     assert result["n_train"] + result["n_val"] == 240 and result["n_features"] == 40
@@ -174,3 +174,30 @@ def test_cuda_requested_without_cuda_is_a_user_error(tmp_path):
         pytest.skip("this machine has CUDA")
     with pytest.raises(UserError, match="device"):
         run(make_config("device=cuda"), tmp_path)
+
+
+def test_a_new_key_at_its_default_keeps_finished_runs(tmp_path, monkeypatch):
+    """A later version adds a setting whose default keeps the old behaviour: a resumed sweep still skips."""
+    from omegaconf import open_dict
+
+    from vaebench import config as config_module
+    from vaebench import task
+
+    first = run(make_config(), tmp_path)
+    assert first["status"] == "ok"
+
+    def upgraded_defaults(typed):  # the new schema's defaults hold the key
+        defaults = config_module.schema_defaults(typed)
+        defaults["trainer"]["new_knob"] = 1.0
+        return defaults
+
+    monkeypatch.setattr(task, "schema_defaults", upgraded_defaults)
+    monkeypatch.setattr(task, "validate", lambda c: config_module.validate(make_config()))
+    cfg = make_config()
+    with open_dict(cfg):
+        cfg.trainer.new_knob = 1.0  # what composition gives once the schema has the key
+    again = run(cfg, tmp_path)
+    assert again.get("skipped") and again["config_hash"] == first["config_hash"]
+    with open_dict(cfg):
+        cfg.trainer.new_knob = 2.0  # set away from its default: another configuration, trained again
+    assert not run(cfg, tmp_path).get("skipped")

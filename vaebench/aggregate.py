@@ -35,23 +35,17 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from vaebench.errors import UserError  # noqa: E402
-from vaebench.results import FINISHED, RESULT_FILE, read_result  # noqa: E402
+from vaebench.results import (BOUNDED_SCORES, FAILED, FINISHED, HIGHER_IS_BETTER, LATENT_SCORES,  # noqa: E402
+                               METRICS_FILE, NULLABLE_NUMBERS, REQUIRED, RESULT_FILE, F, read_result)
 
 PROG = "vaebench-aggregate"
 AXES = ("optimizer", "lr", "latent_dim")  # the study's grid; one figure panel per optimizer
 CELL = ("model", *AXES)  # one dot
-REQUIRED = ("status", "model", "optimizer", "lr", "latent_dim", "seed")
-FAILED = ("nan", "oom", "error")
 MODEL_ORDER = ("vae", "iwae", "infovae", "logcosh")  # the study's order; others follow alphabetically
 OPTIMIZER_ORDER = ("adam", "rmsprop", "sgd")
 LEAD_COLUMNS = ("model", "optimizer", "lr", "latent_dim", "seed", "status", "val_recon_mse", "epochs_run",
                 "converged", "stop_reason", "failed_epoch", "error")
 NOT_METRICS = ("schema", "lr", "latent_dim", "seed")  # numeric, but axes or bookkeeping
-# Numbers of the result contract that may be null (non-finite, or the run failed): a column of only nulls
-# has no type of its own, so these are named.
-NULLABLE_NUMBERS = ("val_recon_mse", "val_recon", "val_loss", "train_loss", "best_val_recon_mse", "failed_epoch",
-                    "latent_ari", "latent_nmi", "latent_silhouette", "latent_probe_balanced_accuracy",
-                    "latent_seconds")  # latent_*: null in every run of data without labels
 FORMATS = ("png", "svg", "pdf")
 WITHIN = 0.10  # robustness: a configuration within 10 % of the best one
 # Failures are drawn in black shapes, never in colour, so they cannot be read as a metric value.
@@ -61,12 +55,9 @@ FAILURE_MARKERS = {"nan": dict(marker="X", facecolor="black", edgecolor="black")
 FAILURE_LABELS = {"nan": "nan: loss or weights became NaN/Inf", "oom": "oom: out of memory",
                   "error": "error: any other exception"}
 CMAP = "viridis"  # perceptually uniform and colour-blind safe
-# vaebench.latent.FIELDS: scores of the latent space, where higher is better; every other result number
-# (losses, epochs, seconds, memory) is better lower. Named here so that aggregating never imports torch.
-HIGHER_IS_BETTER = ("latent_ari", "latent_nmi", "latent_silhouette", "latent_probe_balanced_accuracy")
 # Bounded scores, and ARI and silhouette can be <= 0 (worse than chance): never on a log scale, not even when a
 # sweep's values happen to be positive, so that every sweep's figure and numbers read the same way.
-LINEAR = HIGHER_IS_BETTER
+LINEAR = BOUNDED_SCORES
 RECON = "val_recon_mse"  # the reconstruction loss that the latent scores are compared with: it compares across models
 STRONG, MODERATE = 0.7, 0.4  # |Spearman rho| from which a relation is called strong / moderate (conventional cut-offs)
 
@@ -127,7 +118,7 @@ def _walk(paths: Sequence[Path]):
                 state = "result"
             elif any(f.startswith(f".{RESULT_FILE}.") and f.endswith(".tmp") for f in filenames):
                 state = "partial"
-            elif "metrics.csv" in filenames or os.path.isfile(here / ".hydra" / "config.yaml"):
+            elif METRICS_FILE in filenames or os.path.isfile(here / ".hydra" / "config.yaml"):
                 state = "missing"  # Hydra made the job's dir; the job has not ended
             else:
                 continue
@@ -368,7 +359,7 @@ def recon_vs_latent(df: pd.DataFrame) -> pd.DataFrame:
     says where the unit with the best RECON ranks on the score (1 = best). Empty when no run has a score."""
     columns = ["model", "latent metric", "over", "n", "rho", "p", "best recon", "its rank"]
     rows = []
-    present = [m for m in HIGHER_IS_BETTER if m in df]
+    present = [m for m in LATENT_SCORES if m in df]
     if RECON not in df or not present:
         return pd.DataFrame(rows, columns=columns)
     for model in levels(df)["model"]:

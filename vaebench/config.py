@@ -202,6 +202,18 @@ def register_configs() -> None:
             cs.store(group=f"schema/{group}", name=name, node=schema)
 
 
+def schema_defaults(typed: Config) -> dict[str, Any]:
+    """The defaults of the schemas a run's config was built from, nested as the config is (for config_hash:
+    a key still at its default does not enter a run's identity)."""
+    def defaults(schema: type) -> dict[str, Any]:
+        return OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True, throw_on_missing=False)
+
+    top = defaults(Config)
+    for group in ("model", "optimizer", "data", "trainer"):
+        top[group] = defaults(type(getattr(typed, group)))
+    return top
+
+
 def validate(cfg: DictConfig) -> Config:
     """The composed config as dataclasses, with every range check run; UserError names the bad key."""
     try:

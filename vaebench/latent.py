@@ -16,8 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 from vaebench.models import BaseVAE
-
-FIELDS = ("latent_ari", "latent_nmi", "latent_silhouette", "latent_probe_balanced_accuracy")
+from vaebench.results import F, LATENT_SCORES as FIELDS
 
 
 def latent_means(model: BaseVAE, x: torch.Tensor, batch_size: int) -> np.ndarray:
@@ -42,16 +41,16 @@ def label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_
     if n_labels < 2 or not (np.isfinite(z_train).all() and np.isfinite(z_val).all()):
         return scores
     clusters = KMeans(n_clusters=n_labels, n_init=4, random_state=seed).fit_predict(z_val)
-    scores["latent_ari"] = float(adjusted_rand_score(y_val, clusters))
-    scores["latent_nmi"] = float(normalized_mutual_info_score(y_val, clusters))
+    scores[F.latent_ari] = float(adjusted_rand_score(y_val, clusters))
+    scores[F.latent_nmi] = float(normalized_mutual_info_score(y_val, clusters))
     if n_labels < len(y_val):
-        scores["latent_silhouette"] = float(silhouette_score(z_val, y_val))
+        scores[F.latent_silhouette] = float(silhouette_score(z_val, y_val))
     if len(np.unique(y_train)) >= 2:
         scaler = StandardScaler().fit(z_train)  # latent scales differ by orders of magnitude between runs
         probe = LogisticRegression(max_iter=500).fit(scaler.transform(z_train), y_train)
         with warnings.catch_warnings():  # a small validation set may lack a class the probe predicts
             warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-            scores["latent_probe_balanced_accuracy"] = float(
+            scores[F.latent_probe_balanced_accuracy] = float(
                 balanced_accuracy_score(y_val, probe.predict(scaler.transform(z_val))))
     return scores
 
@@ -60,10 +59,10 @@ def latent_metrics(model: BaseVAE, x: torch.Tensor, train_idx: np.ndarray, val_i
                    labels: Optional[list[str]], batch_size: int, seed: int) -> dict[str, Optional[float]]:
     """The scores of a trained model, plus the seconds they took; all None when there are no labels."""
     if labels is None:
-        return {**dict.fromkeys(FIELDS), "latent_seconds": None}
+        return {**dict.fromkeys(FIELDS), F.latent_seconds: None}
     started = time.perf_counter()
     y = np.asarray(labels)
     z_train = latent_means(model, x[torch.as_tensor(train_idx, device=x.device)], batch_size)
     z_val = latent_means(model, x[torch.as_tensor(val_idx, device=x.device)], batch_size)
     scores = label_scores(z_train, y[train_idx], z_val, y[val_idx], seed)
-    return {**scores, "latent_seconds": round(time.perf_counter() - started, 3)}
+    return {**scores, F.latent_seconds: round(time.perf_counter() - started, 3)}

@@ -1,4 +1,9 @@
-"""The result contract between a run and everything that reads it (resume, aggregate).
+"""The result contract between a run and everything that reads it (resume, sweep, aggregate).
+
+`Result` below is the one definition of what a run records: every field once, with its type, whether it
+may be null (Optional) and, for metrics, which direction is better. task.py fills one; everything else
+reads result.json through `read_result` and names fields through `F` (F.val_recon_mse == "val_recon_mse"),
+so a misspelt field is an AttributeError, not a silently empty column.
 
 One `result.json` per run in the run's output dir, written atomically (temp file + rename), so a run
 killed at any moment leaves either no result or a whole one. Strict JSON: non-finite numbers become null.
@@ -6,26 +11,148 @@ killed at any moment leaves either no result or a whole one. Strict JSON: non-fi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
-SCHEMA = 1
+SCHEMA = 2  # 2: baselines, collapse diagnostics, latent-score baselines, stopping details (issue 11)
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.csv"
 STATUSES = ("ok", "nan", "oom", "error")
+FAILED = ("nan", "oom", "error")
 FINISHED = ("ok", "nan", "oom")  # a rerun would end the same way; `error` runs are retried on resume
+
+
+def _metric(better: str, doc: str, default: Any = None) -> Any:
+    return field(default=default, metadata={"better": better, "doc": doc})
+
+
+def _info(doc: str, default: Any = None) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+LATENT_SCORES = ("latent_ari", "latent_nmi", "latent_silhouette", "latent_probe_balanced_accuracy")
+LATENT_REFERENCES = ("untrained", "pca")  # the same scores for an untrained network and for PCA, same k
+
+
+@dataclass
+class Result:
+    # What the run was (the grid's axes) and how it ended.
+    status: Optional[str] = _info("ok | nan (diverged) | oom | error")
+    model: Optional[str] = _info("vae | iwae | infovae | logcosh")
+    optimizer: Optional[str] = _info("adam | sgd | rmsprop")
+    lr: Optional[float] = _info("learning rate")
+    latent_dim: Optional[int] = _info("latent size")
+    seed: Optional[int] = _info("seeds weights, batches and sampling (and the split unless data.split_seed)")
+    loss_mode: Optional[str] = _info("the objective: paper | corrected | elbo")
+    epochs_run: int = _info("epochs completed", 0)
+    converged: bool = _info("the study's rule (or patience) stopped the run before max_epochs", False)
+    stop_reason: Optional[str] = _info("converged | patience | max_epochs | nan | oom | error")
+    still_improving: Optional[bool] = _info("the last epoch set a new best validation loss (more epochs may help)")
+    best_epoch: Optional[int] = _info("epoch of the lowest validation loss; its numbers are reported "
+                                      "under trainer.stopping=patience, the last epoch's otherwise")
+    # Reconstruction, validation rows.
+    val_recon_mse: Optional[float] = _metric("lower", "mean squared error per gene and sample")
+    val_recon: Optional[float] = _metric("lower", "the model's own reconstruction term")
+    val_loss: Optional[float] = _metric("lower", "the objective")
+    train_loss: Optional[float] = _metric("lower", "the objective, training rows (epoch mean)")
+    best_val_recon_mse: Optional[float] = _metric("lower", "lowest val_recon_mse of any epoch")
+    # Trivial baselines on the run's own split: did the model learn anything?
+    baseline_mean_mse: Optional[float] = _metric("lower", "MSE of predicting each gene's training mean")
+    baseline_pca_mse: Optional[float] = _metric("lower", "MSE of PCA with k = latent_dim fitted on the training "
+                                                         "rows; null when k >= min(n_train, genes)")
+    recon_vs_mean: Optional[float] = _metric("lower", "val_recon_mse / baseline_mean_mse: < 1 learned, ~1 collapsed")
+    recon_vs_pca: Optional[float] = _metric("lower", "val_recon_mse / baseline_pca_mse")
+    # Posterior collapse diagnostics (validation rows).
+    active_units: Optional[int] = _metric("higher", "latent dims whose posterior mean varies across validation "
+                                                    "rows with variance > 0.01 (Burda et al. 2016)")
+    val_kl: Optional[float] = _metric("higher", "KL(q(z|x) || p(z)) per sample in nats, summed over latent dims")
+    kl_per_dim: Optional[list] = _info("KL per latent dim in nats, mean over validation rows")
+    collapsed: Optional[bool] = _info("recon_vs_mean >= 0.98 or no active unit: the model did not learn")
+    collapse_reason: Optional[str] = _info("why `collapsed` is true, in words")
+    # Latent space against the data's labels; each with the same score for the references.
+    latent_ari: Optional[float] = _metric("higher", "k-means on latent means vs labels: adjusted Rand index")
+    latent_nmi: Optional[float] = _metric("higher", "k-means on latent means vs labels: normalised mutual info")
+    latent_silhouette: Optional[float] = _metric("higher", "silhouette of the labels in the latent means")
+    latent_probe_balanced_accuracy: Optional[float] = _metric("higher", "linear probe, balanced accuracy")
+    latent_ari_untrained: Optional[float] = _metric("higher", "latent_ari of the untrained network (same seed)")
+    latent_nmi_untrained: Optional[float] = _metric("higher", "latent_nmi of the untrained network")
+    latent_silhouette_untrained: Optional[float] = _metric("higher", "latent_silhouette of the untrained network")
+    latent_probe_balanced_accuracy_untrained: Optional[float] = _metric("higher", "probe of the untrained network")
+    latent_ari_pca: Optional[float] = _metric("higher", "latent_ari of PCA with k = latent_dim")
+    latent_nmi_pca: Optional[float] = _metric("higher", "latent_nmi of PCA with k = latent_dim")
+    latent_silhouette_pca: Optional[float] = _metric("higher", "latent_silhouette of PCA with k = latent_dim")
+    latent_probe_balanced_accuracy_pca: Optional[float] = _metric("higher", "probe of PCA with k = latent_dim")
+    latent_seconds: Optional[float] = _metric("lower", "seconds the latent scores took")
+    baseline_seconds: Optional[float] = _metric("lower", "seconds the baselines took (0 when cached)")
+    # Failures.
+    failed_epoch: Optional[int] = _info("the epoch in which a failed run failed")
+    error: Optional[str] = _info("the exception, for nan / oom / error")
+    # Where and how.
+    device: Optional[str] = _info("cpu, cuda:0, ...")
+    n_train: Optional[int] = _info("training rows")
+    n_val: Optional[int] = _info("validation rows")
+    n_features: Optional[int] = _info("genes")
+    config_hash: Optional[str] = _info("identity of the configuration: resume keeps a finished run with the same")
+    data_fingerprint: Optional[str] = _info("identity of the prepared matrix")
+    data: Optional[dict] = _info("how the matrix was prepared")
+    started_at: Optional[str] = _info("UTC, ISO 8601")
+    finished_at: Optional[str] = _info("UTC, ISO 8601")
+    host: Optional[str] = _info("machine name")
+    versions: Optional[dict] = _info("package versions")
+    wall_time_s: Optional[float] = _metric("lower", "seconds of training and scoring")
+    peak_memory_mb: Optional[float] = _metric("lower", "peak memory of the run")
+    peak_memory_kind: Optional[str] = _info("peak_rss (CPU) or cuda_max_allocated")
+    config: Optional[dict] = _info("the resolved configuration")
+
+    def update(self, **values: Any) -> None:
+        for name, value in values.items():
+            if name not in FIELDS:
+                raise AttributeError(f"not a result field: {name}")
+            setattr(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Result))
+F = SimpleNamespace(**{name: name for name in FIELDS})  # F.status == "status": field names without literals
+IDENTITY = ("model", "optimizer", "lr", "latent_dim", "seed")  # a run's place in a grid
+REQUIRED = ("status", *IDENTITY)  # a result without these cannot be placed in a table
+HIGHER_IS_BETTER = tuple(f.name for f in dataclasses.fields(Result) if f.metadata.get("better") == "higher")
+# Numbers that may be null (non-finite, a failed run, no labels): a column of only nulls has no type of its
+# own, so readers convert these explicitly.
+NULLABLE_NUMBERS = tuple(f.name for f in dataclasses.fields(Result)
+                         if "better" in f.metadata and f.name not in ("wall_time_s", "peak_memory_mb")
+                         ) + ("failed_epoch", "best_epoch")
+BOUNDED_SCORES = tuple(n for n in HIGHER_IS_BETTER if n.startswith("latent_"))  # never on a log scale
+
+
+def latent_field(score: str, reference: Optional[str] = None) -> str:
+    """The result field of a latent score, for the trained model (reference None) or a reference."""
+    name = score if reference is None else f"{score}_{reference}"
+    assert name in FIELDS, name
+    return name
+
 
 # Keys that do not change what a run computes, left out of its identity.
 _NOT_IDENTITY = ("resume", "trainer.threads")
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """Identity of a run's configuration (resolved, as plain containers)."""
+def config_hash(config: dict[str, Any], defaults: Optional[dict[str, Any]] = None) -> str:
+    """Identity of a run's configuration (resolved, as plain containers).
+
+    Keys whose value equals `defaults` (the schema's defaults, same nesting) are left out, so a key added
+    to the schema later, with a default that keeps the old behaviour, does not change the hash of runs
+    that never set it: a resumed sweep still finds them finished.
+    """
     ident = json.loads(json.dumps(config, default=str))
     for dotted in _NOT_IDENTITY:
         *parents, leaf = dotted.split(".")
@@ -33,7 +160,20 @@ def config_hash(config: dict[str, Any]) -> str:
         for p in parents:
             node = node.get(p, {})
         node.pop(leaf, None)
+    if defaults is not None:
+        ident = _without_defaults(ident, json.loads(json.dumps(defaults, default=str)))
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _without_defaults(values: Any, defaults: Any) -> Any:
+    if not isinstance(values, dict) or not isinstance(defaults, dict):
+        return values
+    out = {}
+    for key, value in values.items():
+        if key in defaults and not isinstance(value, dict) and value == defaults[key]:
+            continue
+        out[key] = _without_defaults(value, defaults.get(key, {})) if isinstance(value, dict) else value
+    return out
 
 
 def _finite(value: Any) -> Any:
@@ -59,19 +199,21 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
+def write_result(run_dir: Path, result: Result) -> Path:
     path = Path(run_dir) / RESULT_FILE
-    write_atomic(path, json.dumps(_finite({"schema": SCHEMA, **result}), indent=2, allow_nan=False) + "\n")
+    body = _finite({"schema": SCHEMA, **result.to_dict()})
+    write_atomic(path, json.dumps(body, indent=2, allow_nan=False) + "\n")
     return path
 
 
 def read_result(run_dir: Path) -> Optional[dict[str, Any]]:
-    """The run's result, or None when it is missing, partial or not ours."""
+    """The run's result as a dict (older schemas lack newer fields), or None when it is missing, partial
+    or not ours."""
     try:
         result = json.loads((Path(run_dir) / RESULT_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(result, dict) or result.get("status") not in STATUSES:
+    if not isinstance(result, dict) or result.get(F.status) not in STATUSES:
         return None
     return result
 
@@ -79,15 +221,16 @@ def read_result(run_dir: Path) -> Optional[dict[str, Any]]:
 def finished_result(run_dir: Path, cfg_hash: str) -> Optional[dict[str, Any]]:
     """The result a resumed sweep may keep: same configuration, and an ending a rerun would repeat."""
     result = read_result(run_dir)
-    if result and result.get("config_hash") == cfg_hash and result["status"] in FINISHED:
+    if result and result.get(F.config_hash) == cfg_hash and result[F.status] in FINISHED:
         return result
     return None
 
 
 def describe(result: dict[str, Any], status: Optional[str] = None) -> str:
-    """One line for a finished run: what it was, how it ended, what it cost."""
-    mse = result.get("val_recon_mse")
-    mse_text = "" if mse is None else f" val_mse={mse:.4g}"
-    return (f"{result['model']} {result['optimizer']} lr={result['lr']:g} latent={result['latent_dim']} "
-            f"seed={result['seed']} -> {status or result['status']}{mse_text} epochs={result.get('epochs_run')} "
-            f"({result.get('wall_time_s') or 0:.1f} s)")
+    """One line for a finished run: what it was, how it ended, what it cost, and whether it learned."""
+    r = SimpleNamespace(**{name: result.get(name) for name in FIELDS})
+    mse = "" if r.val_recon_mse is None else f" val_mse={r.val_recon_mse:.4g}"
+    vs_mean = "" if r.recon_vs_mean is None else f" ({r.recon_vs_mean:.2f}x mean predictor)"
+    collapsed = f" COLLAPSED: {r.collapse_reason}" if r.collapsed else ""
+    return (f"{r.model} {r.optimizer} lr={r.lr:g} latent={r.latent_dim} seed={r.seed} -> {status or r.status}"
+            f"{mse}{vs_mean} epochs={r.epochs_run} ({r.wall_time_s or 0:.1f} s){collapsed}")

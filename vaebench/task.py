@@ -23,12 +23,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vaebench import __version__
-from vaebench.config import Config, validate
+from vaebench.config import Config, schema_defaults, validate
 from vaebench.data import Dataset, load_dataset
 from vaebench.errors import UserError
-from vaebench.latent import FIELDS as LATENT_FIELDS
 from vaebench.latent import latent_metrics
-from vaebench.results import METRICS_FILE, config_hash, describe, finished_result, write_result
+from vaebench.results import METRICS_FILE, Result, config_hash, describe, finished_result, write_result
 from vaebench.train import NonFiniteError, fit, pick_device, release_heap, split_indices
 
 log = logging.getLogger(__name__)
@@ -137,7 +136,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     checked = time.perf_counter()
     typed = validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    cfg_hash = config_hash(resolved)
+    cfg_hash = config_hash(resolved, schema_defaults(typed))
     out_dir.mkdir(parents=True, exist_ok=True)
     if typed.resume:
         done = finished_result(out_dir, cfg_hash)
@@ -155,17 +154,12 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         raise UserError(f"data: {len(data.x)} samples give {len(train_idx)} training and {len(val_idx)} validation "
                         f"rows; each needs at least 2 (use more samples or change trainer.val_fraction)")
 
-    result: dict[str, Any] = {
-        "status": None, "model": typed.model.name, "optimizer": typed.optimizer.name, "lr": typed.lr,
-        "latent_dim": typed.latent_dim, "seed": typed.seed, "loss_mode": typed.model.loss_mode.value,
-        "epochs_run": 0, "converged": False, "stop_reason": None,
-        "val_recon_mse": None, "val_recon": None, "val_loss": None, "train_loss": None, "best_val_recon_mse": None,
-        "failed_epoch": None, "error": None, **dict.fromkeys((*LATENT_FIELDS, "latent_seconds")),
-        "device": str(device), "n_train": len(train_idx), "n_val": len(val_idx), "n_features": data.x.shape[1],
-        "config_hash": cfg_hash, "data_fingerprint": data.fingerprint, "data": data.preprocessing,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": socket.gethostname(),
-        "versions": versions(), "config": resolved,
-    }
+    result = Result(
+        model=typed.model.name, optimizer=typed.optimizer.name, lr=typed.lr, latent_dim=typed.latent_dim,
+        seed=typed.seed, loss_mode=typed.model.loss_mode.value, device=str(device), n_train=len(train_idx),
+        n_val=len(val_idx), n_features=data.x.shape[1], config_hash=cfg_hash, data_fingerprint=data.fingerprint,
+        data=data.preprocessing, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        host=socket.gethostname(), versions=versions(), config=resolved)
     metrics = MetricsWriter(out_dir / METRICS_FILE)
     bar = ProgressBar(typed.trainer.max_epochs) if progress_bar else None
 
@@ -178,29 +172,31 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     started = time.perf_counter()
     try:
         outcome = fit(typed, x, train_idx, val_idx, on_epoch=on_epoch)
+        final = outcome.final
         result.update(status="ok", epochs_run=outcome.epochs_run, converged=outcome.converged,
                       stop_reason=outcome.stop_reason, best_val_recon_mse=outcome.best_val_recon_mse,
-                      **{k: outcome.final[k] for k in ("val_recon_mse", "val_recon", "val_loss", "train_loss")})
+                      val_recon_mse=final["val_recon_mse"], val_recon=final["val_recon"],
+                      val_loss=final["val_loss"], train_loss=final["train_loss"])
         if typed.trainer.latent_metrics:
-            result.update(latent_metrics(outcome.model, x, train_idx, val_idx, data.labels,
-                                         typed.trainer.batch_size, typed.seed))
+            result.update(**latent_metrics(outcome.model, x, train_idx, val_idx, data.labels,
+                                           typed.trainer.batch_size, typed.seed))
     except NonFiniteError as e:
         result.update(status="nan", error=str(e))
     except Exception as e:  # noqa: BLE001 - a failing configuration is a result, never the end of a sweep
         result.update(status="oom" if is_out_of_memory(e) else "error", error=f"{type(e).__name__}: {e}")
-        log.error("run failed (%s):\n%s", result["status"], traceback.format_exc())
+        log.error("run failed (%s):\n%s", result.status, traceback.format_exc())
     finally:
         metrics.close()
         if bar:
             bar.close()
-    if result["status"] != "ok":  # the epochs that completed before the failure, and where it struck
+    if result.status != "ok":  # the epochs that completed before the failure, and where it struck
         done = metrics.rows
-        result.update(stop_reason=result["status"], epochs_run=len(done), failed_epoch=len(done) + 1,
+        result.update(stop_reason=result.status, epochs_run=len(done), failed_epoch=len(done) + 1,
                       best_val_recon_mse=min((r["val_recon_mse"] for r in done), default=None))
-    result["wall_time_s"] = round(time.perf_counter() - started, 3)
-    result["peak_memory_mb"], result["peak_memory_kind"] = peak_memory_mb(device)
-    result["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result.wall_time_s = round(time.perf_counter() - started, 3)
+    result.peak_memory_mb, result.peak_memory_kind = peak_memory_mb(device)
+    result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_result(out_dir, result)
     release_memory(device)
-    log.info("%s", describe(result))
-    return result
+    log.info("%s", describe(result.to_dict()))
+    return result.to_dict()

@@ -176,28 +176,24 @@ def test_cuda_requested_without_cuda_is_a_user_error(tmp_path):
         run(make_config("device=cuda"), tmp_path)
 
 
-def test_a_new_key_at_its_default_keeps_finished_runs(tmp_path, monkeypatch):
-    """A later version adds a setting whose default keeps the old behaviour: a resumed sweep still skips."""
-    from omegaconf import open_dict
+def test_a_new_key_at_its_default_keeps_the_hash():
+    """A later version adds a setting whose default keeps the old behaviour: the runs a sweep already
+    finished keep their identity, so a resumed sweep skips them; set away from its default it is new."""
+    import copy
 
-    from vaebench import config as config_module
-    from vaebench import task
+    from omegaconf import OmegaConf
 
-    first = run(make_config(), tmp_path)
-    assert first["status"] == "ok"
+    from vaebench.config import schema_defaults
+    from vaebench.results import config_hash
 
-    def upgraded_defaults(typed):  # the new schema's defaults hold the key
-        defaults = config_module.schema_defaults(typed)
-        defaults["trainer"]["new_knob"] = 1.0
-        return defaults
-
-    monkeypatch.setattr(task, "schema_defaults", upgraded_defaults)
-    monkeypatch.setattr(task, "validate", lambda c: config_module.validate(make_config()))
     cfg = make_config()
-    with open_dict(cfg):
-        cfg.trainer.new_knob = 1.0  # what composition gives once the schema has the key
-    again = run(cfg, tmp_path)
-    assert again.get("skipped") and again["config_hash"] == first["config_hash"]
-    with open_dict(cfg):
-        cfg.trainer.new_knob = 2.0  # set away from its default: another configuration, trained again
-    assert not run(cfg, tmp_path).get("skipped")
+    typed = validate(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    defaults = schema_defaults(typed)
+    before = config_hash(resolved, defaults)
+    upgraded, upgraded_defaults = copy.deepcopy(resolved), copy.deepcopy(defaults)
+    upgraded["trainer"]["new_knob"] = upgraded_defaults["trainer"]["new_knob"] = 1.0
+    assert config_hash(upgraded, upgraded_defaults) == before
+    upgraded["trainer"]["new_knob"] = 2.0
+    assert config_hash(upgraded, upgraded_defaults) != before
+    assert config_hash(resolved) != before  # without defaults every key counts (the old behaviour)

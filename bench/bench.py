@@ -253,7 +253,7 @@ class Bench:
     def load(self) -> None:
         """The matrix as a tensor and the run's split, as vaebench.task does (from the cache)."""
         from vaebench.data import load_dataset
-        from vaebench.train import split_indices
+        from vaebench.data.split import split_indices
 
         cfg = compose_config(*self.data_overrides)
         data = load_dataset(cfg.data, cfg.trainer.val_fraction, cfg.seed)

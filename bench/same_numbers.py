@@ -36,7 +36,8 @@ def record(out: Path, extra: list[str]) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench import compose_config
     from vaebench.data import load_dataset
-    from vaebench.train import fit, split_indices
+    from vaebench.data.split import split_indices
+    from vaebench.train import fit
 
     torch.set_num_threads(2)  # reductions split by thread count: compare recordings made alike
     cache = tempfile.mkdtemp(prefix="vaebench-same-numbers-")

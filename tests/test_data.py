@@ -25,7 +25,7 @@ from vaebench.data import files, load_dataset, synthetic
 from vaebench.data.config import (H5adDataConfig, Mad, NanPolicy, ScalerFit, Scaling, TableDataConfig,
                                   XenaDataConfig)
 from vaebench.errors import UserError
-from vaebench.train import split_indices
+from vaebench.data.split import split_indices
 
 
 def write_table(path: Path, x: np.ndarray, samples=None, genes=None, sep="\t", extra: dict | None = None,

@@ -16,7 +16,8 @@ from vaebench.models import IWAE, LogCoshVAE, build_model
 from vaebench.models.base import kl_per_row, mean
 from vaebench.models.logcosh import log_cosh
 from vaebench.task import run
-from vaebench.train import forward_loss, release_heap, retain_freed_memory
+from vaebench.device import release_heap, retain_freed_memory
+from vaebench.train import forward_loss
 
 
 @pytest.mark.parametrize("shape, dim", [((300, 500), None), ((64, 5, 300), -1), ((7, 3), 0), ((5, 1), None)])

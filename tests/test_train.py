@@ -14,7 +14,8 @@ from conftest import make_config
 from vaebench.config import validate
 from vaebench.results import SCHEMA, read_result
 from vaebench.task import run
-from vaebench.train import batch_bounds, converged, kld_weights, split_indices
+from vaebench.data.split import split_indices
+from vaebench.train import batch_bounds, converged, kld_weights
 
 
 def epoch(val_loss: float, val_recon: float) -> dict:

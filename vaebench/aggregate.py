@@ -36,7 +36,7 @@ from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from vaebench.errors import UserError  # noqa: E402
 from vaebench.results import (BOUNDED_SCORES, FAILED, FINISHED, HIGHER_IS_BETTER, LATENT_SCORES,  # noqa: E402
-                               METRICS_FILE, NULLABLE_NUMBERS, REQUIRED, RESULT_FILE, F, read_result)
+                               METRICS_FILE, NULLABLE_NUMBERS, REQUIRED, RESULT_FILE, read_result)
 
 PROG = "vaebench-aggregate"
 AXES = ("optimizer", "lr", "latent_dim")  # the study's grid; one figure panel per optimizer

@@ -3,14 +3,11 @@ failure into a result. Only user errors (bad config, bad data) escape, as UserEr
 
 from __future__ import annotations
 
-import csv
 import gc
 import logging
 import os
 import platform
-import resource
 import socket
-import sys
 import time
 import traceback
 from importlib import metadata
@@ -28,7 +25,10 @@ from vaebench.data import Dataset, load_dataset
 from vaebench.errors import UserError
 from vaebench.latent import latent_metrics
 from vaebench.results import METRICS_FILE, Result, config_hash, describe, finished_result, write_result
-from vaebench.train import NonFiniteError, fit, pick_device, release_heap, split_indices
+from vaebench.data.split import split_indices
+from vaebench.device import is_out_of_memory, peak_memory_mb, pick_device, release_memory, reset_peak_memory
+from vaebench.progress import MetricsWriter, ProgressBar
+from vaebench.train import NonFiniteError, fit
 
 log = logging.getLogger(__name__)
 
@@ -46,88 +46,12 @@ def resident_data(cfg: Config, device: torch.device) -> tuple[Dataset, torch.Ten
     return _resident["data"], _resident["tensor"]
 
 
-def is_out_of_memory(e: BaseException) -> bool:
-    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
-        return True
-    text = str(e)
-    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        try:  # Linux: "5" resets the process's peak resident set size (VmHWM)
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
-
-
-def peak_memory_mb(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024, "peak_rss"
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_process"
-
-
-def release_memory(device: torch.device) -> None:
-    """After a job: free what it held, so the next job in this worker starts small and measures its own peak
-    (on CPU the trim also returns what the latent scores freed after fit's own trim)."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    else:
-        release_heap()
-
-
 def versions() -> dict[str, str]:
     import hydra
 
     return {"vaebench": __version__, "torch": torch.__version__, "hydra": hydra.__version__,
             "numpy": np.__version__, "pandas": metadata.version("pandas"),  # metadata: no 0.4 s pandas import
             "python": platform.python_version()}
-
-
-class MetricsWriter:
-    """metrics.csv, one row per epoch, flushed as it goes so a killed run keeps its history."""
-
-    def __init__(self, path: Path):
-        self.path, self.file, self.writer = path, None, None
-        self.rows: list[dict[str, float]] = []
-
-    def __call__(self, row: dict[str, float]) -> None:
-        self.rows.append(row)
-        if self.writer is None:
-            self.file = open(self.path, "w", newline="")
-            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
-            self.writer.writeheader()
-        self.writer.writerow(row)
-        self.file.flush()
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-
-
-class ProgressBar:
-    """A one-line bar redrawn after each epoch, for a single run on a terminal."""
-
-    def __init__(self, max_epochs: int, stream=sys.stdout):
-        self.max_epochs, self.stream = max_epochs, stream
-
-    def __call__(self, row: dict[str, float]) -> None:
-        done = int(30 * row["epoch"] / self.max_epochs)
-        self.stream.write(f"\repoch {row['epoch']:>3}/{self.max_epochs} [{'#' * done}{'.' * (30 - done)}] "
-                          f"val_recon_mse={row['val_recon_mse']:.5g} ({row['seconds']:.1f} s/epoch) ")
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\n")
 
 
 def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_bar: bool = False,

@@ -3,16 +3,14 @@ permutation, validation under inference_mode, the study's stopping rule, NaN/Inf
 
 Per step the loop does only the model's own work: rows are gathered straight from the resident matrix
 (no per-run copy of the training rows), loss terms are summed on the device (one transfer per epoch),
-and on CPU freed memory stays in the process for the next step (see retain_freed_memory). BENCHMARKS.md
+and on CPU freed memory stays in the process for the next step (vaebench.device.retain_freed_memory). BENCHMARKS.md
 measures it against the bare matrix products. trainer.compile and trainer.amp are opt-in.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -22,6 +20,7 @@ import torch
 from torch import Tensor
 
 from vaebench.config import Config
+from vaebench.device import release_heap, retain_freed_memory
 from vaebench.models import BaseVAE, ForwardOutput, build_model
 
 log = logging.getLogger(__name__)
@@ -46,35 +45,6 @@ class FitResult:
     best_val_recon_mse: float
     model: BaseVAE  # the trained model, in eval mode, for what is measured after training
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def pick_device(name: str, job_num: int = 0) -> torch.device:
-    """auto: CUDA when present; parallel jobs of a sweep take the GPUs in turn (one job per GPU)."""
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        return torch.device("cuda", job_num % torch.cuda.device_count())
-    return torch.device(name)
-
-
-def split_indices(n: int, labels: Optional[list[str]], val_fraction: float, seed: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded train/validation split; stratified by label when labels exist, so each type is in both."""
-    rng = np.random.default_rng(seed)
-    if labels is None:
-        groups = [np.arange(n)]
-    else:
-        codes = np.unique(np.asarray(labels), return_inverse=True)[1]
-        groups = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
-    val = []
-    for members in groups:
-        members = rng.permutation(members)
-        val.append(members[: int(round(val_fraction * len(members)))])
-    val_idx = np.sort(np.concatenate(val))
-    if len(val_idx) == 0 or len(val_idx) == n:  # tiny strata can round every group to 0
-        val_idx = np.sort(rng.permutation(n)[: max(1, min(n - 1, int(round(val_fraction * n))))])
-    train_idx = np.setdiff1d(np.arange(n), val_idx)
-    return train_idx, val_idx
 
 
 def kld_weights(setting, loss_mode: str, batch_size: int, n_train: int, n_val: int) -> tuple[float, float]:
@@ -120,42 +90,6 @@ def _accumulate(sums: dict[str, Tensor], terms: dict[str, Tensor], rows: int) ->
             sums[k] += v
         else:
             sums[k] = v
-
-
-_retained = False
-
-
-def retain_freed_memory() -> None:
-    """Keep memory that training frees inside the process, for the next step to reuse (glibc, CPU).
-
-    glibc hands large freed blocks straight back to the kernel (blocks over its mmap threshold, and the
-    top of the heap beyond its trim threshold), so each step faulted its big activations and gradients
-    back in as fresh zeroed pages: about 40 MB a step for the VAE and 0.9 GB for IWAE's [B, 5, F]
-    tensors at batch 1000. With mmap off for malloc and no trimming they come from the heap, faulted in
-    once. Once per process; fit() trims the heap at its end (release_heap), so the next job in a sweep
-    worker starts from a small footprint and measures its own peak. Numbers do not change.
-    """
-    global _retained
-    if _retained or not sys.platform.startswith("linux"):
-        return
-    _retained = True
-    try:
-        libc = ctypes.CDLL(None)
-        m_trim_threshold, m_mmap_max = -1, -4
-        libc.mallopt(m_mmap_max, 0)
-        libc.mallopt(m_trim_threshold, 2**30)
-    except (OSError, AttributeError):  # not glibc (musl): nothing to tune
-        pass
-
-
-def release_heap() -> None:
-    """Give the process's free heap memory back to the kernel (glibc malloc_trim)."""
-    if not _retained:
-        return
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def model_output(model: BaseVAE, xb: Tensor, amp: bool) -> ForwardOutput:

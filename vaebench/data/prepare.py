@@ -190,7 +190,7 @@ def content_fingerprint(x: np.ndarray, samples: list[str], genes: list[str], lab
 def scale_on_training_split(data: Dataset, val_fraction: float, seed: int) -> Dataset:
     """The cached unscaled matrix, scaled with its training rows only: the split that vaebench.train makes
     for this val_fraction and seed (same labels, same rows), so validation rows leak nothing into the scaler."""
-    from vaebench.train import split_indices  # imports torch: only this path needs it
+    from vaebench.data.split import split_indices
 
     train_idx, _ = split_indices(len(data.x), data.labels, val_fraction, seed)
     x = zero_one(data.x, *gene_range(data.x, train_idx))

@@ -59,9 +59,9 @@ def grads(model, loss):
 def test_iwae_and_logcosh_losses_match_their_first_form_to_the_bit(loss_mode):
     x = torch.rand(48, 70, generator=torch.Generator().manual_seed(2))
     for model, reference in [
-        (IWAE(70, 6, [32], loss_mode=loss_mode, num_samples=5),
+        (IWAE(70, 6, hidden_dims=[32], loss_mode=loss_mode, num_samples=5),
          lambda m, out: studys_iwae_loss(out, x, 0.3, m.corrected, m.num_samples)),
-        (LogCoshVAE(70, 6, [32], loss_mode=loss_mode),
+        (LogCoshVAE(70, 6, hidden_dims=[32], loss_mode=loss_mode),
          lambda m, out: studys_logcosh_recon(out, x, m.alpha, m.corrected) + m.beta * 0.3 * kl_per_row(
              out.mu, out.log_var).mean()),
     ]:
@@ -91,7 +91,7 @@ def first_step(model_name: str, compile: bool, amp: bool) -> tuple[dict[str, flo
     model = build_model(cfg.model, 40, cfg.latent_dim)
     x = torch.rand(64, 40, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(5)
-    terms = forward_loss(model, 0.1, compile, amp)(x)
+    terms = forward_loss(model, compile, amp)(x, 0.1)
     terms["loss"].backward()
     return {k: v.item() for k, v in terms.items()}, torch.cat([p.grad.flatten() for p in model.parameters()])
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from vaebench.config import IWAEConfig, InfoVAEConfig, Kernel, LogCoshConfig, LossMode, VAEConfig
+from vaebench.errors import UserError
+from vaebench.models import IWAEConfig, InfoVAEConfig, Kernel, LogCoshConfig, LossMode, VAEConfig
 from vaebench.models import IWAE, MODELS, VAE, BaseVAE, ForwardOutput, InfoVAE, LogCoshVAE, build_model
 
 B, F, D = 6, 12, 3
@@ -28,7 +29,7 @@ def linear_sizes(seq: nn.Module) -> list[tuple[int, int]]:
 @pytest.mark.parametrize("cls", FLAT)
 def test_forward_shapes(cls):
     torch.manual_seed(0)
-    out = cls(F, D, [8])(data())
+    out = cls(F, D, hidden_dims=[8])(data())
     assert isinstance(out, ForwardOutput)
     assert out.recon.shape == (B, F)
     assert out.mu.shape == out.log_var.shape == out.z.shape == (B, D)
@@ -38,7 +39,7 @@ def test_forward_shapes(cls):
 @pytest.mark.parametrize("s", [1, 3, 5])
 def test_iwae_forward_shapes_and_independent_draws(s):
     torch.manual_seed(0)
-    m = IWAE(F, D, [8], num_samples=s)
+    m = IWAE(F, D, hidden_dims=[8], num_samples=s)
     out = m(data())
     assert out.recon.shape == (B, s, F)
     assert out.z.shape == (B, s, D)
@@ -52,7 +53,7 @@ def test_iwae_forward_shapes_and_independent_draws(s):
 def test_iwae_decoder_sees_all_rows_as_one_batch():
     # The decoder (with its BatchNorm) runs on the B*S rows at once: redoing that by hand matches.
     torch.manual_seed(0)
-    m = IWAE(F, D, [8], num_samples=4).eval()
+    m = IWAE(F, D, hidden_dims=[8], num_samples=4).eval()
     out = m(data())
     assert torch.allclose(m.decode(out.z.reshape(-1, D)).view(B, 4, F), out.recon)
     m.train()
@@ -66,7 +67,7 @@ def test_iwae_decoder_sees_all_rows_as_one_batch():
 @pytest.mark.parametrize("cls", ALL)
 def test_sampling_stays_on_in_eval_mode(cls):
     # The study's code samples z in validation too, so its validation loss is stochastic.
-    m = cls(F, D, [8]).eval()
+    m = cls(F, D, hidden_dims=[8]).eval()
     x = data()
     with torch.no_grad():
         torch.manual_seed(0)
@@ -80,7 +81,7 @@ def test_sampling_stays_on_in_eval_mode(cls):
 @pytest.mark.parametrize("cls", ALL)
 def test_deeper_hidden_layers_build_mirror_and_train(cls):
     torch.manual_seed(0)
-    m = cls(F, D, [64, 32])
+    m = cls(F, D, hidden_dims=[64, 32])
     assert linear_sizes(m.encoder) == [(F, 64), (64, 32)]
     assert (m.fc_mu.in_features, m.fc_mu.out_features) == (32, D)
     assert (m.fc_log_var.in_features, m.fc_log_var.out_features) == (32, D)
@@ -99,7 +100,7 @@ def test_deeper_hidden_layers_build_mirror_and_train(cls):
 @pytest.mark.parametrize("cls", ALL)
 @pytest.mark.parametrize("bad", [(B, F + 1), (B, F - 1), (F,), (2, B, F)])
 def test_wrong_input_shape_is_a_value_error_naming_the_sizes(cls, bad):
-    m = cls(F, D, [8])
+    m = cls(F, D, hidden_dims=[8])
     with pytest.raises(ValueError) as err:
         m(torch.rand(*bad))
     msg = str(err.value)
@@ -110,7 +111,7 @@ def test_wrong_input_shape_is_a_value_error_naming_the_sizes(cls, bad):
 @pytest.mark.parametrize("cls", ALL)
 def test_loss_terms_from_a_forward_pass(cls, mode):
     torch.manual_seed(0)
-    m = cls(F, D, [8], loss_mode=mode)
+    m = cls(F, D, hidden_dims=[8], loss_mode=mode)
     x = data()
     out = m(x)
     terms = m.loss(out, x, 0.2)
@@ -123,16 +124,21 @@ def test_loss_terms_from_a_forward_pass(cls, mode):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
 
 
-def test_constructor_checks():
-    with pytest.raises(ValueError, match="loss_mode"):
-        VAE(F, D, [8], loss_mode="faithful")
-    with pytest.raises(ValueError, match="alpha"):
-        InfoVAE(F, D, [8], alpha=0.5)
-    with pytest.raises(ValueError, match="kernel"):
-        InfoVAE(F, D, [8], kernel="gaussian")
-    with pytest.raises(ValueError, match="num_samples"):
-        IWAE(F, D, [8], num_samples=0)
-    InfoVAE(F, D, [8], alpha=0.0)  # alpha <= 0 is allowed
+def test_constructor_checks_run_once_in_the_config():
+    """The range checks live in each model's config; a model built from settings runs them too."""
+    with pytest.raises(UserError, match="loss_mode"):
+        VAE(F, D, hidden_dims=[8], loss_mode="faithful")
+    with pytest.raises(UserError, match="alpha"):
+        InfoVAE(F, D, hidden_dims=[8], alpha=0.5)
+    with pytest.raises(UserError, match="kernel"):
+        InfoVAE(F, D, hidden_dims=[8], kernel="gaussian")
+    with pytest.raises(UserError, match="num_samples"):
+        IWAE(F, D, hidden_dims=[8], num_samples=0)
+    InfoVAE(F, D, hidden_dims=[8], alpha=0.0)  # alpha <= 0 is allowed
+    with pytest.raises(UserError, match="likelihood"):  # only the ELBO has a likelihood to choose
+        VAE(F, D, likelihood="bernoulli")
+    with pytest.raises(UserError, match="likelihood"):
+        LogCoshVAE(F, D, loss_mode="elbo", likelihood="bernoulli")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,7 +156,7 @@ def test_models_match_the_config_groups():
 def test_build_model_from_default_configs(cfg, cls):
     m = build_model(cfg, F, D)
     assert type(m) is cls and isinstance(m, BaseVAE)
-    assert (m.n_features, m.latent_dim, m.loss_mode) == (F, D, "paper")
+    assert (m.n_features, m.latent_dim, m.loss_mode) == (F, D, LossMode.paper)
     assert linear_sizes(m.encoder) == [(F, 256)]
     x = data()
     torch.manual_seed(0)
@@ -176,9 +182,9 @@ def test_build_model_passes_custom_values():
     info = build_model(InfoVAEConfig(kernel=Kernel.rbf, alpha=-2.0, beta=3.0, reg_weight=50.0, latent_var=1.5,
                                      loss_mode=LossMode.corrected), F, D)
     assert (info.kernel, info.alpha, info.beta, info.reg_weight, info.latent_var) == ("rbf", -2.0, 3.0, 50.0, 1.5)
-    assert info.loss_mode == "corrected"
+    assert info.loss_mode is LossMode.corrected
     z, prior = torch.randn(B, D), torch.randn(B, D)
-    imq = InfoVAE(F, D, [8], loss_mode="corrected", kernel="imq", latent_var=1.5)
+    imq = InfoVAE(F, D, hidden_dims=[8], loss_mode="corrected", kernel="imq", latent_var=1.5)
     assert not torch.allclose(info.mmd(prior, z), imq.mmd(prior, z))  # the kernel choice reached the model
 
     lc = build_model(LogCoshConfig(alpha=3.0, beta=2.0), F, D)

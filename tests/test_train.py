@@ -15,7 +15,8 @@ from vaebench.config import validate
 from vaebench.results import SCHEMA, read_result
 from vaebench.task import run
 from vaebench.data.split import split_indices
-from vaebench.train import batch_bounds, converged, kld_weights
+from vaebench.models import VAEConfig
+from vaebench.train import batch_bounds, converged
 
 
 def epoch(val_loss: float, val_recon: float) -> dict:
@@ -81,9 +82,14 @@ class TestSplit:
 
 
 def test_kld_weight_auto_is_batch_over_n():
-    assert kld_weights("auto", "paper", 1000, 9900, 1100) == pytest.approx((1000 / 9900, 1000 / 1100))
-    assert kld_weights("auto", "corrected", 1000, 9900, 1100) == pytest.approx((1000 / 9900, 1000 / 9900))
-    assert kld_weights(0.5, "paper", 1000, 9900, 1100) == (0.5, 0.5)
+    def weights(**kw):
+        return VAEConfig(**kw).kld_weights(1000, 9900, 1100)
+
+    assert weights(loss_mode="paper") == pytest.approx((1000 / 9900, 1000 / 1100))
+    assert weights(loss_mode="corrected") == pytest.approx((1000 / 9900, 1000 / 9900))
+    assert weights(loss_mode="elbo") == (1.0, 1.0)  # the ELBO's KL weight
+    assert weights(kld_weight=0.5) == (0.5, 0.5)
+    assert weights(kld_weight=4, loss_mode="elbo") == (4.0, 4.0)  # a beta-VAE
 
 
 @pytest.mark.parametrize("model", ["vae", "iwae", "infovae", "logcosh"])

@@ -17,86 +17,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vaebench.data.config import DATA_SCHEMAS
-from vaebench.errors import UserError
-
-
-def require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise UserError(f"config key '{key}': {message}")
-
-
-class LossMode(Enum):
-    paper = "paper"  # the study's exact losses (losses.md sections 3-6, 7a)
-    corrected = "corrected"  # losses.md section 8
-
-
-class Kernel(Enum):
-    imq = "imq"
-    rbf = "rbf"
-
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING
-    hidden_dims: list[int] = field(default_factory=lambda: [256])
-    loss_mode: LossMode = LossMode.paper
-    kld_weight: Any = "auto"  # "auto" or a number; OmegaConf has no Union[str, float]
-    grad_clip: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        require(len(self.hidden_dims) > 0 and all(h > 0 for h in self.hidden_dims),
-                "model.hidden_dims", f"needs one or more positive sizes, got {list(self.hidden_dims)}")
-        if self.kld_weight != "auto":
-            try:
-                self.kld_weight = float(self.kld_weight)
-            except (TypeError, ValueError):
-                raise UserError(f"config key 'model.kld_weight': use auto or a number >= 0, "
-                                f"got {self.kld_weight!r}") from None
-            require(self.kld_weight >= 0, "model.kld_weight", f"must be >= 0, got {self.kld_weight}")
-        require(self.grad_clip is None or self.grad_clip > 0, "model.grad_clip",
-                f"must be > 0 or null, got {self.grad_clip}")
-
-
-@dataclass
-class VAEConfig(ModelConfig):
-    name: str = "vae"
-
-
-@dataclass
-class IWAEConfig(ModelConfig):
-    name: str = "iwae"
-    num_samples: int = 5
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.num_samples >= 1, "model.num_samples", f"must be >= 1, got {self.num_samples}")
-
-
-@dataclass
-class InfoVAEConfig(ModelConfig):
-    name: str = "infovae"
-    alpha: float = -9.0
-    beta: float = 10.5
-    reg_weight: float = 110.0
-    kernel: Kernel = Kernel.imq
-    latent_var: float = 2.0
-    grad_clip: Optional[float] = 0.8
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.alpha <= 0, "model.alpha", f"InfoVAE needs alpha <= 0, got {self.alpha}")
-        require(self.latent_var > 0, "model.latent_var", f"must be > 0, got {self.latent_var}")
-
-
-@dataclass
-class LogCoshConfig(ModelConfig):
-    name: str = "logcosh"
-    alpha: float = 10.0
-    beta: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.alpha > 0, "model.alpha", f"must be > 0, got {self.alpha}")
+from vaebench.errors import UserError, require
+from vaebench.models import MODEL_CONFIGS
 
 
 @dataclass
@@ -134,6 +56,11 @@ class RMSpropConfig(OptimizerConfig):
     momentum: float = 0.0
 
 
+class Stopping(Enum):
+    study = "study"  # the study's rule: validation loss fell and validation recon moved < rel_tol (losses.md 7a)
+    patience = "patience"  # no better validation loss for trainer.patience epochs; the best epoch is reported
+
+
 class Fault(Enum):  # trainer.fault: raise this failure in the first step, to exercise a sweep's failure paths
     oom = "oom"
     error = "error"
@@ -143,7 +70,9 @@ class Fault(Enum):  # trainer.fault: raise this failure in the first step, to ex
 @dataclass
 class TrainerConfig:
     max_epochs: int = 100
-    rel_tol: float = 0.01
+    stopping: Stopping = Stopping.study
+    rel_tol: float = 0.01  # stopping=study
+    patience: int = 10  # stopping=patience
     batch_size: int = 1000
     scheduler_gamma: float = 0.95
     val_fraction: float = 0.1
@@ -157,6 +86,7 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         require(self.max_epochs >= 1, "trainer.max_epochs", f"must be >= 1, got {self.max_epochs}")
         require(self.rel_tol >= 0, "trainer.rel_tol", f"must be >= 0, got {self.rel_tol}")
+        require(self.patience >= 1, "trainer.patience", f"must be >= 1, got {self.patience}")
         require(self.batch_size >= 2, "trainer.batch_size",
                 f"must be >= 2 (BatchNorm needs two rows), got {self.batch_size}")
         require(0 < self.scheduler_gamma <= 1, "trainer.scheduler_gamma",
@@ -187,7 +117,7 @@ class Config:
 
 
 SCHEMAS = {
-    "model": {"vae": VAEConfig, "iwae": IWAEConfig, "infovae": InfoVAEConfig, "logcosh": LogCoshConfig},
+    "model": MODEL_CONFIGS,
     "optimizer": {"adam": AdamConfig, "sgd": SGDConfig, "rmsprop": RMSpropConfig},
     "data": DATA_SCHEMAS,
     "trainer": {"default": TrainerConfig},

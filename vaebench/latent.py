@@ -9,7 +9,6 @@ latent means (mu) of the validation samples: k-means with k = number of labels a
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Optional
 
@@ -53,16 +52,3 @@ def label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_
             scores[F.latent_probe_balanced_accuracy] = float(
                 balanced_accuracy_score(y_val, probe.predict(scaler.transform(z_val))))
     return scores
-
-
-def latent_metrics(model: BaseVAE, x: torch.Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
-                   labels: Optional[list[str]], batch_size: int, seed: int) -> dict[str, Optional[float]]:
-    """The scores of a trained model, plus the seconds they took; all None when there are no labels."""
-    if labels is None:
-        return {**dict.fromkeys(FIELDS), F.latent_seconds: None}
-    started = time.perf_counter()
-    y = np.asarray(labels)
-    z_train = latent_means(model, x[torch.as_tensor(train_idx, device=x.device)], batch_size)
-    z_val = latent_means(model, x[torch.as_tensor(val_idx, device=x.device)], batch_size)
-    scores = label_scores(z_train, y[train_idx], z_val, y[val_idx], seed)
-    return {**scores, F.latent_seconds: round(time.perf_counter() - started, 3)}

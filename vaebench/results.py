@@ -91,7 +91,10 @@ class Result:
     latent_silhouette_pca: Optional[float] = _metric("higher", "latent_silhouette of PCA with k = latent_dim")
     latent_probe_balanced_accuracy_pca: Optional[float] = _metric("higher", "probe of PCA with k = latent_dim")
     latent_seconds: Optional[float] = _metric("lower", "seconds the latent scores took")
-    baseline_seconds: Optional[float] = _metric("lower", "seconds the baselines took (0 when cached)")
+    baseline_seconds: Optional[float] = _metric("lower", "seconds the baselines and collapse diagnostics took "
+                                                         "(near 0 when cached)")
+    scoring_error: Optional[str] = _info("an exception in the scoring after training (baselines, latent scores): "
+                                         "the trained result is kept, the scores stay null")
     # Failures.
     failed_epoch: Optional[int] = _info("the epoch in which a failed run failed")
     error: Optional[str] = _info("the exception, for nan / oom / error")

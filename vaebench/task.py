@@ -23,7 +23,7 @@ from vaebench import __version__
 from vaebench.config import Config, schema_defaults, validate
 from vaebench.data import Dataset, load_dataset
 from vaebench.errors import UserError
-from vaebench.latent import latent_metrics
+from vaebench.baselines import assess
 from vaebench.results import METRICS_FILE, Result, config_hash, describe, finished_result, write_result
 from vaebench.data.split import split_indices
 from vaebench.device import is_out_of_memory, peak_memory_mb, pick_device, release_memory, reset_peak_memory
@@ -36,8 +36,13 @@ log = logging.getLogger(__name__)
 _resident: dict[str, Any] = {"key": None, "data": None, "tensor": None}
 
 
+def split_seed(cfg: Config) -> int:
+    """The seed of the train/validation split: data.split_seed, or the run's seed when that is null."""
+    return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+
+
 def resident_data(cfg: Config, device: torch.device) -> tuple[Dataset, torch.Tensor]:
-    data = load_dataset(cfg.data, cfg.trainer.val_fraction, cfg.seed)  # the split, for data.scaler_fit=train
+    data = load_dataset(cfg.data, cfg.trainer.val_fraction, split_seed(cfg))  # the split, for data.scaler_fit=train
     key = f"{data.fingerprint}@{device}"
     if _resident["key"] != key:
         _resident.update(key=None, data=None, tensor=None)
@@ -73,7 +78,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"config key 'device': {typed.device} asked for, but CUDA is not available; use device=auto")
     data, x = resident_data(typed, device)  # UserError on bad data: not a result, the user must fix it
-    train_idx, val_idx = split_indices(len(data.x), data.labels, typed.trainer.val_fraction, typed.seed)
+    train_idx, val_idx = split_indices(len(data.x), data.labels, typed.trainer.val_fraction, split_seed(typed))
     if len(train_idx) < 2 or len(val_idx) < 2:
         raise UserError(f"data: {len(data.x)} samples give {len(train_idx)} training and {len(val_idx)} validation "
                         f"rows; each needs at least 2 (use more samples or change trainer.val_fraction)")
@@ -98,12 +103,19 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         outcome = fit(typed, x, train_idx, val_idx, on_epoch=on_epoch)
         final = outcome.final
         result.update(status="ok", epochs_run=outcome.epochs_run, converged=outcome.converged,
-                      stop_reason=outcome.stop_reason, best_val_recon_mse=outcome.best_val_recon_mse,
+                      stop_reason=outcome.stop_reason, best_epoch=outcome.best_epoch,
+                      still_improving=outcome.still_improving, best_val_recon_mse=outcome.best_val_recon_mse,
                       val_recon_mse=final["val_recon_mse"], val_recon=final["val_recon"],
                       val_loss=final["val_loss"], train_loss=final["train_loss"])
-        if typed.trainer.latent_metrics:
-            result.update(**latent_metrics(outcome.model, x, train_idx, val_idx, data.labels,
-                                           typed.trainer.batch_size, typed.seed))
+        try:  # scoring after training: a failure here never discards the trained result
+            result.update(**assess(outcome.model, typed.model, x, data.x, data.labels, data.fingerprint, train_idx,
+                                   val_idx, result.val_recon_mse, typed.trainer.batch_size, typed.seed,
+                                   latent_scores=typed.trainer.latent_metrics))
+        except Exception as e:  # noqa: BLE001
+            result.scoring_error = f"{type(e).__name__}: {e}"
+            log.error("scoring after training failed; the trained result is kept:\n%s", traceback.format_exc())
+        if result.collapsed:
+            log.warning("the model did not learn: %s", result.collapse_reason)
     except NonFiniteError as e:
         result.update(status="nan", error=str(e))
     except Exception as e:  # noqa: BLE001 - a failing configuration is a result, never the end of a sweep

@@ -1,5 +1,5 @@
 """The one training loop: whole data set as a tensor on the device, batches by slicing a seeded
-permutation, validation under inference_mode, the study's stopping rule, NaN/Inf detection.
+permutation, validation under inference_mode, a stopping rule (the study's, or patience), NaN/Inf detection.
 
 Per step the loop does only the model's own work: rows are gathered straight from the resident matrix
 (no per-run copy of the training rows), loss terms are summed on the device (one transfer per epoch),
@@ -21,7 +21,8 @@ from torch import Tensor
 
 from vaebench.config import Config
 from vaebench.device import release_heap, retain_freed_memory
-from vaebench.models import BaseVAE, ForwardOutput, build_model
+from vaebench.config import Stopping
+from vaebench.models import BaseVAE, ForwardOutput, LossMode, build_model
 
 log = logging.getLogger(__name__)
 epoch_log = logging.getLogger("vaebench.epochs")  # one line per epoch; an interactive run shows a bar instead
@@ -40,19 +41,13 @@ class NonFiniteError(Exception):
 class FitResult:
     epochs_run: int
     converged: bool
-    stop_reason: str  # converged | max_epochs
-    final: dict[str, float]  # last epoch's train_* and val_* means
+    stop_reason: str  # converged | patience | max_epochs
+    final: dict[str, float]  # the reported epoch's train_* and val_* means (the best one under patience)
+    best_epoch: int  # epoch of the lowest validation loss
+    still_improving: bool  # the last epoch set a new lowest validation loss
     best_val_recon_mse: float
-    model: BaseVAE  # the trained model, in eval mode, for what is measured after training
+    model: BaseVAE  # the trained model (the reported epoch's weights), in eval mode, for what is measured after
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def kld_weights(setting, loss_mode: str, batch_size: int, n_train: int, n_val: int) -> tuple[float, float]:
-    """(train, validation) KL weight M_N. auto = batch / N_train; the study used batch / N_val in validation."""
-    if setting != "auto":
-        return float(setting), float(setting)
-    train = batch_size / n_train
-    return train, (batch_size / n_val if loss_mode == "paper" else train)
 
 
 def converged(prev: Optional[dict], cur: dict, rel_tol: float) -> bool:
@@ -76,20 +71,36 @@ def batch_bounds(n: int, batch_size: int, drop_last: bool) -> list[tuple[int, in
     return bounds
 
 
-def _epoch_means(sums: dict[str, Tensor], rows: int, prefix: str) -> dict[str, float]:
-    # One device->host transfer per epoch, not one per step.
-    keys = list(sums)
-    values = torch.stack([sums[k] for k in keys]).div_(max(rows, 1)).tolist()
-    return {f"{prefix}{k}": v for k, v in zip(keys, values)}
+class EpochMeans:
+    """An epoch's loss terms, summed on the device (one transfer per epoch, not one per step).
 
+    Means weight each batch by its rows, except the objective's own terms in paper mode: the study
+    averaged per-batch values unweighted (a 84-row last batch counts as much as a 1000-row one), which
+    moves its stopping epochs (losses.md 7a). recon_mse, the number compared across models and with the
+    baselines, is always the mean over rows.
+    """
 
-def _accumulate(sums: dict[str, Tensor], terms: dict[str, Tensor], rows: int) -> None:
-    for k, v in terms.items():
-        v = v.detach() * rows  # batch-size-weighted means (losses.md 7a)
-        if k in sums:
-            sums[k] += v
-        else:
-            sums[k] = v
+    def __init__(self, per_batch: bool):
+        self.per_batch, self.sums, self.rows, self.batches = per_batch, {}, 0, 0
+
+    def add(self, terms: dict[str, Tensor], rows: int) -> None:
+        for k, v in terms.items():
+            v = v.detach()
+            if k == "recon_mse" or not self.per_batch:
+                v = v * rows
+            if k in self.sums:
+                self.sums[k] += v
+            else:
+                self.sums[k] = v
+        self.rows += rows
+        self.batches += 1
+
+    def means(self, prefix: str) -> dict[str, float]:
+        keys = list(self.sums)
+        sums = torch.stack([self.sums[k] for k in keys])
+        counts = torch.tensor([max(self.rows if k == "recon_mse" or not self.per_batch else self.batches, 1)
+                               for k in keys], dtype=sums.dtype, device=sums.device)
+        return {f"{prefix}{k}": v for k, v in zip(keys, (sums / counts).tolist())}
 
 
 def model_output(model: BaseVAE, xb: Tensor, amp: bool) -> ForwardOutput:
@@ -105,27 +116,26 @@ def model_output(model: BaseVAE, xb: Tensor, amp: bool) -> ForwardOutput:
 def evaluate(model: BaseVAE, x_val: Tensor, batch_size: int, kld_weight: float, amp: bool = False
              ) -> dict[str, float]:
     model.eval()
-    sums: dict[str, Tensor] = {}
+    sums = EpochMeans(per_batch=model.loss_mode is LossMode.paper)
     bounds = batch_bounds(len(x_val), batch_size, drop_last=False)
     if bounds[-1][1] < len(x_val):  # a last single row joins the batch before it: every row is scored
         bounds[-1] = (bounds[-1][0], len(x_val))
     with torch.inference_mode():
         for start, end in bounds:
             xb = x_val[start:end]
-            _accumulate(sums, model.loss(model_output(model, xb, amp), xb, kld_weight), end - start)
+            sums.add(model.loss(model_output(model, xb, amp), xb, kld_weight), end - start)
     model.train()
-    return _epoch_means(sums, len(x_val), "val_")
+    return sums.means("val_")
 
 
 def _all_finite(model: BaseVAE) -> bool:
     return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())  # one sync
 
 
-def forward_loss(model: BaseVAE, kld_weight: float, compile: bool, amp: bool
-                 ) -> Callable[[Tensor], dict[str, Tensor]]:
+def forward_loss(model: BaseVAE, compile: bool, amp: bool) -> Callable[[Tensor, float], dict[str, Tensor]]:
     """The step's forward and loss: eager by default; trainer.compile wraps it in torch.compile (inductor
     with fallback_random: the draws stay torch's own, so results stay within float tolerance of eager)."""
-    def step(xb: Tensor) -> dict[str, Tensor]:
+    def step(xb: Tensor, kld_weight: float) -> dict[str, Tensor]:
         return model.loss(model_output(model, xb, amp), xb, kld_weight)
 
     if not compile:
@@ -139,6 +149,46 @@ def forward_loss(model: BaseVAE, kld_weight: float, compile: bool, amp: bool
     limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
     setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 64))
     return torch.compile(step, dynamic=False)
+
+
+class Stopper:
+    """Decides after each epoch whether to stop, and which epoch's numbers and weights to report.
+
+    study: losses.md 7a, the last epoch is reported. patience: stop when the validation loss has not
+    improved for `patience` epochs (not before the KL warm-up ends: until then the objective is still
+    changing), and report the best epoch, whose weights are kept.
+    """
+
+    def __init__(self, cfg: Config):
+        self.rule, self.rel_tol, self.patience = cfg.trainer.stopping, cfg.trainer.rel_tol, cfg.trainer.patience
+        self.warmup = cfg.model.kl_warmup_epochs
+        self.prev: Optional[dict] = None
+        self.best: Optional[dict] = None
+        self.best_state: Optional[dict[str, Tensor]] = None
+        self.reason = "max_epochs"
+
+    def update(self, row: dict[str, float], model: BaseVAE) -> bool:
+        """Record the epoch's row; True when training should stop."""
+        improved = self.best is None or row["val_loss"] < self.best["val_loss"]
+        if improved:
+            self.best = row
+            if self.rule is Stopping.patience:
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        stop = False
+        if self.rule is Stopping.study:
+            stop = converged(self.prev, row, self.rel_tol)
+        elif row["epoch"] > self.warmup and row["epoch"] - self.best["epoch"] >= self.patience:
+            stop = True
+        self.prev = row
+        if stop:
+            self.reason = "converged" if self.rule is Stopping.study else "patience"
+        return stop
+
+    def reported(self, history: list[dict[str, float]], model: BaseVAE) -> dict[str, float]:
+        if self.rule is Stopping.patience and self.best_state is not None:
+            model.load_state_dict(self.best_state)
+            return self.best
+        return history[-1]
 
 
 def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
@@ -157,31 +207,30 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
     train_rows = torch.as_tensor(train_idx, device=device)
     x_val = x[torch.as_tensor(val_idx, device=device)]
     n_train, n_val = len(train_idx), len(val_idx)
-    kld_train, kld_val = kld_weights(cfg.model.kld_weight, cfg.model.loss_mode.value, t.batch_size, n_train, n_val)
+    kld_train, kld_val = cfg.model.kld_weights(t.batch_size, n_train, n_val)
     bounds = batch_bounds(n_train, t.batch_size, t.drop_last)
     if not bounds:
         raise ValueError(f"no training batch: {n_train} training rows with batch_size={t.batch_size}, "
                          f"drop_last={t.drop_last}")
     if device.type == "cpu":
         retain_freed_memory()
-    step_loss = forward_loss(model, kld_train, t.compile, t.amp)
+    step_loss = forward_loss(model, t.compile, t.amp)
     generator = torch.Generator().manual_seed(cfg.seed)
     fault = t.fault.value if t.fault else None
+    per_batch = cfg.model.loss_mode is LossMode.paper
     history: list[dict[str, float]] = []
-    prev = None
-    best = math.inf
-    stop_reason = "max_epochs"
+    stopper = Stopper(cfg)
 
     try:
         for epoch in range(1, t.max_epochs + 1):
             started = time.perf_counter()
             lr_now = optimizer.param_groups[0]["lr"]
+            kld_now = kld_train * cfg.model.kl_warmup(epoch)
             order = train_rows[torch.randperm(n_train, generator=generator).to(device)]
-            sums: dict[str, Tensor] = {}
-            rows = 0
+            sums = EpochMeans(per_batch)
             for start, end in bounds:
                 xb = x.index_select(0, order[start:end])
-                terms = step_loss(xb)
+                terms = step_loss(xb, kld_now)
                 loss = terms["loss"]
                 if fault is not None:
                     loss = _inject(fault, loss)
@@ -190,35 +239,35 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
                 if cfg.model.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.model.grad_clip)
                 optimizer.step()
-                _accumulate(sums, terms, end - start)
-                rows += end - start
+                sums.add(terms, end - start)
             scheduler.step()
 
-            row = {"epoch": epoch, "lr": lr_now, **_epoch_means(sums, rows, "train_")}
+            row = {"epoch": epoch, "lr": lr_now, **sums.means("train_")}
             if not math.isfinite(row["train_loss"]):
                 raise NonFiniteError(epoch, "the training loss")
             if not _all_finite(model):
                 raise NonFiniteError(epoch, "the weights")
+            # Validation always at the full KL weight: the same objective every epoch, warm-up or not.
             row.update(evaluate(model, x_val, t.batch_size, kld_val, t.amp))
             if not math.isfinite(row["val_loss"]):
                 raise NonFiniteError(epoch, "the validation loss")
             row["seconds"] = time.perf_counter() - started
             history.append(row)
-            best = min(best, row["val_recon_mse"])
             on_epoch(row)
             epoch_log.info("epoch %d/%d train_loss=%.5g val_loss=%.5g val_recon_mse=%.5g lr=%.3g (%.2f s)", epoch,
                            t.max_epochs, row["train_loss"], row["val_loss"], row["val_recon_mse"], lr_now,
                            row["seconds"])
-            if converged(prev, row, t.rel_tol):
-                stop_reason = "converged"
+            if stopper.update(row, model):
                 break
-            prev = row
     finally:
         release_heap()
 
+    final = stopper.reported(history, model)
     model.eval()
-    return FitResult(epochs_run=len(history), converged=stop_reason == "converged", stop_reason=stop_reason,
-                     final=history[-1], best_val_recon_mse=best, model=model, history=history)
+    return FitResult(epochs_run=len(history), converged=stopper.reason != "max_epochs", stop_reason=stopper.reason,
+                     final=final, best_epoch=stopper.best["epoch"],
+                     still_improving=stopper.best["epoch"] == history[-1]["epoch"],
+                     best_val_recon_mse=min(r["val_recon_mse"] for r in history), model=model, history=history)
 
 
 def _inject(fault: str, loss: Tensor) -> Tensor:

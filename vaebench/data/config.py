@@ -13,6 +13,11 @@ from vaebench.errors import UserError
 class DataConfig:
     name: str = "synthetic"
     cache_dir: Optional[str] = None  # null = $VAEBENCH_CACHE, $XDG_CACHE_HOME/vaebench or ~/.cache/vaebench
+    split_seed: Optional[int] = None  # seed of the train/validation split; null = the run's seed
+
+    def __post_init__(self) -> None:
+        if self.split_seed is not None and self.split_seed < 0:
+            raise UserError(f"config key 'data.split_seed': must be >= 0 or null, got {self.split_seed}")
 
 
 @dataclass
@@ -26,6 +31,7 @@ class SyntheticDataConfig(DataConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for key, value, low in (("n_samples", self.n_samples, 4), ("n_genes", self.n_genes, 1),
                                 ("n_types", self.n_types, 1), ("rank", self.rank, 1)):
             if value < low:
@@ -69,6 +75,7 @@ class FileDataConfig(DataConfig):
     scaler_fit: ScalerFit = ScalerFit.all
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.path:
             raise UserError(f"config key 'data.path': data={self.name} needs the file to read: data.path=FILE")
         if self.n_genes is not None and self.n_genes < 1:

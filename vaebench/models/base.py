@@ -1,16 +1,92 @@
-"""The shared fully connected VAE: encoder, reparameterisation, mirrored decoder, analytic KL.
+"""The shared fully connected VAE (encoder, reparameterisation, mirrored decoder, analytic KL), the
+configuration every model shares, and the objective switch.
 
-Each model file adds only its loss (docs: ../shared/docs/losses.md). `loss()` returns a dict of scalar
-tensors that always holds `loss` (what is optimised), `recon` (the model's own reconstruction term,
-which the stopping rule watches), `recon_mse` (plain MSE, comparable across models) and `kld` (+KL).
+Each model file adds its own config (defaults and range checks, once) and its loss (docs/losses.md).
+`loss()` returns a dict of scalar tensors that always holds `loss` (what is optimised), `recon` (the
+model's own reconstruction term, which the stopping rule watches), `recon_mse` (plain MSE, comparable
+across models) and `kld` (+KL per sample, summed over latent dims).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar, NamedTuple, Optional
 
 import torch
+import torch.nn.functional as F
+from omegaconf import MISSING
 from torch import Tensor, nn
+
+from vaebench.errors import UserError, require
+
+
+class LossMode(Enum):
+    """The objective: one switch, one meaning (docs/losses.md)."""
+    paper = "paper"  # the study's exact losses and quirks (sections 3-7)
+    corrected = "corrected"  # the study's scale with its bugs fixed (section 8)
+    elbo = "elbo"  # the per-sample ELBO, summed over genes, divided by the number of genes (section 10)
+
+
+class Likelihood(Enum):  # the reconstruction term of loss_mode=elbo
+    gaussian = "gaussian"  # squared error summed over genes
+    bernoulli = "bernoulli"  # binary cross-entropy summed over genes (tybalt)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    hidden_dims: list[int] = field(default_factory=lambda: [256])
+    loss_mode: LossMode = LossMode.paper
+    likelihood: Likelihood = Likelihood.gaussian
+    kld_weight: Any = "auto"  # "auto" or a number >= 0; OmegaConf has no Union[str, float]
+    kl_warmup_epochs: int = 0  # the training KL weight ramps linearly from 0 over this many epochs
+    grad_clip: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        self.loss_mode = _enum(LossMode, self.loss_mode, "model.loss_mode")
+        self.likelihood = _enum(Likelihood, self.likelihood, "model.likelihood")
+        require(len(self.hidden_dims) > 0 and all(h > 0 for h in self.hidden_dims),
+                "model.hidden_dims", f"needs one or more positive sizes, got {list(self.hidden_dims)}")
+        if self.kld_weight != "auto":
+            try:
+                self.kld_weight = float(self.kld_weight)
+            except (TypeError, ValueError):
+                raise UserError(f"config key 'model.kld_weight': use auto or a number >= 0, "
+                                f"got {self.kld_weight!r}") from None
+            require(math.isfinite(self.kld_weight) and self.kld_weight >= 0, "model.kld_weight",
+                    f"must be a finite number >= 0, got {self.kld_weight}")
+        require(self.likelihood is Likelihood.gaussian or self.loss_mode is LossMode.elbo, "model.likelihood",
+                "only loss_mode=elbo has a choice of likelihood; set model.loss_mode=elbo or likelihood=gaussian")
+        require(self.kl_warmup_epochs >= 0, "model.kl_warmup_epochs", f"must be >= 0, got {self.kl_warmup_epochs}")
+        require(self.grad_clip is None or self.grad_clip > 0, "model.grad_clip",
+                f"must be > 0 or null, got {self.grad_clip}")
+
+    def kld_weights(self, batch_size: int, n_train: int, n_val: int) -> tuple[float, float]:
+        """(training, validation) KL weight. auto: the study's M_N = batch / N_train, and in paper mode
+        batch / N_val in validation (the study's quirk, losses.md section 2); 1 (the ELBO) for elbo."""
+        if self.kld_weight != "auto":
+            return float(self.kld_weight), float(self.kld_weight)
+        if self.loss_mode is LossMode.elbo:
+            return 1.0, 1.0
+        train = batch_size / n_train
+        return train, (batch_size / n_val if self.loss_mode is LossMode.paper else train)
+
+    def kl_warmup(self, epoch: int) -> float:
+        """Factor on the training KL weight in `epoch` (1-based): 0 in the first, 1 after the warm-up."""
+        if self.kl_warmup_epochs == 0:
+            return 1.0
+        return min(1.0, (epoch - 1) / self.kl_warmup_epochs)
+
+
+def _enum(kind: type[Enum], value: Any, key: str) -> Enum:
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        raise UserError(f"config key '{key}': use one of {', '.join(m.value for m in kind)}, got {value!r}") from None
 
 
 class ForwardOutput(NamedTuple):
@@ -20,9 +96,20 @@ class ForwardOutput(NamedTuple):
     z: Tensor  # sampled latent: [B, D], or [B, S, D] for IWAE
 
 
+def kl_per_dim(mu: Tensor, log_var: Tensor) -> Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, 1)) of each latent dim: [..., D] -> [..., D]."""
+    return -0.5 * (1 + log_var - mu.pow(2) - log_var.exp())
+
+
 def kl_per_row(mu: Tensor, log_var: Tensor) -> Tensor:
     """KL(N(mu, exp(log_var)) || N(0, I)) summed over latent dims: [..., D] -> [...]."""
     return -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp(), dim=-1)
+
+
+def log_q_minus_log_p(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
+    """log q(z|x) - log N(z; 0, I) for sampled z [B, S, D] of a posterior mu, log_var [B, 1, D] -> [B, S]
+    (the -1/2 log 2 pi constants cancel)."""
+    return 0.5 * torch.sum(z.pow(2) - (z - mu).pow(2) * torch.exp(-log_var) - log_var, dim=-1)
 
 
 def mean(t: Tensor, dim: Optional[int] = None) -> Tensor:
@@ -44,12 +131,19 @@ def dense_block(n_in: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU())
 
 
+BERNOULLI_EPS = 1e-6  # x_hat kept this far from 0 and 1, so log(x_hat) and log(1 - x_hat) stay finite
+
+
 class BaseVAE(nn.Module):
-    def __init__(self, n_features: int, latent_dim: int, hidden_dims: list[int], loss_mode: str = "paper"):
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, n_features: int, latent_dim: int, config: Optional[ModelConfig] = None, **settings: Any):
+        """A model from its config, or from keyword settings of its config (tests, notebooks)."""
         super().__init__()
-        if loss_mode not in ("paper", "corrected"):
-            raise ValueError(f"loss_mode must be paper or corrected, got {loss_mode!r}")
-        self.n_features, self.latent_dim, self.loss_mode = n_features, latent_dim, loss_mode
+        self.config = config if config is not None else self.Config(**settings)
+        self.n_features, self.latent_dim = n_features, latent_dim
+        self.loss_mode = self.config.loss_mode
+        hidden_dims = list(self.config.hidden_dims)
         sizes = [n_features, *hidden_dims]
         self.encoder = nn.Sequential(*(dense_block(a, b) for a, b in zip(sizes[:-1], sizes[1:])))
         self.fc_mu = nn.Linear(sizes[-1], latent_dim)
@@ -63,7 +157,12 @@ class BaseVAE(nn.Module):
 
     @property
     def corrected(self) -> bool:
-        return self.loss_mode == "corrected"
+        """The study's bugs fixed: corrected mode, and the ELBO (built on the corrected forms)."""
+        return self.loss_mode is not LossMode.paper
+
+    @property
+    def elbo(self) -> bool:
+        return self.loss_mode is LossMode.elbo
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.encoder(x)
@@ -87,6 +186,13 @@ class BaseVAE(nn.Module):
         mu, log_var = self.encode(x)
         z = self.reparameterize(mu, log_var)
         return ForwardOutput(self.decode(z), mu, log_var, z)
+
+    def nll(self, recon: Tensor, x: Tensor) -> Tensor:
+        """The ELBO's negative log-likelihood of each row, summed over genes: [..., F] -> [...]."""
+        if self.config.likelihood is Likelihood.bernoulli:
+            x_hat = recon.clamp(BERNOULLI_EPS, 1 - BERNOULLI_EPS)
+            return F.binary_cross_entropy(x_hat, x.expand_as(x_hat), reduction="none").sum(-1)
+        return F.mse_loss(recon, x.expand_as(recon), reduction="none").sum(-1)
 
     def loss(self, out: ForwardOutput, x: Tensor, kld_weight: float) -> dict[str, Tensor]:
         raise NotImplementedError

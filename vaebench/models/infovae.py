@@ -1,22 +1,53 @@
-"""InfoVAE / MMD-VAE (losses.md section 5).
+"""InfoVAE / MMD-VAE (docs/losses.md sections 5 and 10).
 
-loss = beta * MSE + (1 - alpha) * M_N * KL + (alpha + lambda - 1) * MMD^2_u(prior draws, z)
+paper, corrected: loss = beta * MSE + (1 - alpha) * M_N * KL + (alpha + lambda - 1) * MMD^2_u(prior draws, z)
+elbo:             loss = (1/F) {mean_b [beta * nll_b + (1 - alpha) * kld_weight * KL_b] + (alpha + lambda - 1) * MMD^2_u}
 
-Kernel distances come from one matmul (|a|^2 + |b|^2 - 2 a.b), so memory is O(B^2), never
-O(B^2 x D): the study lost every latent-200 InfoVAE run to out-of-memory on a 4 GB GPU.
-paper and corrected give the same loss with the imq kernel (the study's); they differ for rbf,
-whose paper form (PyTorch-VAE's) averages over D inside the exponent and normalises twice.
+lambda is `reg_weight` (the paper's lambda = 110). Kernel distances come from one matmul
+(|a|^2 + |b|^2 - 2 a.b), so memory is O(B^2), never O(B^2 x D): the study lost every latent-200 InfoVAE run
+to out-of-memory on a 4 GB GPU. paper and corrected give the same loss with the imq kernel (the study's);
+they differ for rbf, whose paper form averages over D inside the exponent and normalises twice. The
+logged `mmd` is what the study logged in paper mode (the raw kernel sums, before dividing by B(B - 1)),
+the normalised MMD^2_u otherwise.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaebench.models.base import BaseVAE, ForwardOutput, kl_per_row
+from vaebench.errors import require
+from vaebench.models.base import BaseVAE, ForwardOutput, ModelConfig, kl_per_row
+from vaebench.models.vae import recon_terms
+
+
+class Kernel(Enum):
+    imq = "imq"
+    rbf = "rbf"
+
+
+@dataclass
+class InfoVAEConfig(ModelConfig):
+    name: str = "infovae"
+    alpha: float = -9.0  # weight (1 - alpha) on KL; must be <= 0
+    beta: float = 10.5  # weight on reconstruction
+    reg_weight: float = 110.0  # the paper's lambda: weight (alpha + lambda - 1) on MMD
+    kernel: Kernel = Kernel.imq
+    latent_var: float = 2.0  # kernel scale C = 2 * latent_dim * latent_var
+    grad_clip: Optional[float] = 0.8  # the study clipped InfoVAE's gradient norm (only InfoVAE's)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.kernel, Kernel):
+            require(self.kernel in {k.value for k in Kernel}, "model.kernel", f"use imq or rbf, got {self.kernel!r}")
+            self.kernel = Kernel(self.kernel)
+        require(self.alpha <= 0, "model.alpha", f"InfoVAE needs alpha <= 0, got {self.alpha}")
+        require(self.latent_var > 0, "model.latent_var", f"must be > 0, got {self.latent_var}")
 
 
 def squared_distances(a: Tensor, b: Tensor) -> Tensor:
@@ -30,24 +61,35 @@ def off_diagonal_sum(k: Tensor) -> Tensor:
 
 
 class InfoVAE(BaseVAE):
-    def __init__(self, n_features: int, latent_dim: int, hidden_dims: list[int], loss_mode: str = "paper",
-                 alpha: float = -9.0, beta: float = 10.5, reg_weight: float = 110.0, kernel: str = "imq",
-                 latent_var: float = 2.0):
-        super().__init__(n_features, latent_dim, hidden_dims, loss_mode)
-        if alpha > 0:
-            raise ValueError(f"InfoVAE needs alpha <= 0, got {alpha}")
-        if kernel not in ("imq", "rbf"):
-            raise ValueError(f"kernel must be imq or rbf, got {kernel!r}")
-        self.alpha, self.beta, self.reg_weight = alpha, beta, reg_weight
-        self.kernel, self.latent_var = kernel, latent_var
+    Config = InfoVAEConfig
 
-    def mmd(self, prior: Tensor, z: Tensor) -> Tensor:
-        """Unbiased MMD^2 between prior draws and z (both [B, D], B >= 2), as the loss uses it."""
+    @property
+    def alpha(self) -> float:
+        return self.config.alpha
+
+    @property
+    def beta(self) -> float:
+        return self.config.beta
+
+    @property
+    def reg_weight(self) -> float:
+        return self.config.reg_weight
+
+    @property
+    def latent_var(self) -> float:
+        return self.config.latent_var
+
+    @property
+    def kernel(self) -> str:
+        return self.config.kernel.value
+
+    def mmd_raw(self, prior: Tensor, z: Tensor) -> Tensor:
+        """K(p, p) + K(z, z) - 2 K(p, z) as the study's kernel routine sums them (both [B, D], B >= 2):
+        divided by B(B - 1) it is the loss's MMD^2 (docs/losses.md section 5)."""
         n, d = z.shape
         if n < 2:
             raise ValueError("InfoVAE's MMD needs a batch of at least 2 rows")
         c = 2.0 * d * self.latent_var
-        pairs = n * (n - 1)
         if self.kernel == "imq":  # PyTorch-VAE: sum over i != j, then / (B (B - 1)) in the loss
             def k(a, b):
                 return off_diagonal_sum(c / (1e-7 + c + squared_distances(a, b)))
@@ -57,15 +99,29 @@ class InfoVAE(BaseVAE):
         else:  # PyTorch-VAE's rbf: mean over D in the exponent, mean over all B^2 pairs, then / B(B-1) again
             def k(a, b):
                 return torch.exp(-squared_distances(a, b) / (d * c)).mean()
-        return (k(prior, prior) + k(z, z) - 2 * k(prior, z)) / pairs
+        return k(prior, prior) + k(z, z) - 2 * k(prior, z)
+
+    def mmd(self, prior: Tensor, z: Tensor) -> Tensor:
+        """The MMD^2 the loss uses: mmd_raw / (B (B - 1)) (the unbiased U-statistic for imq and corrected rbf)."""
+        n = z.shape[0]
+        return self.mmd_raw(prior, z) / (n * (n - 1))
 
     def loss(self, out: ForwardOutput, x: Tensor, kld_weight: float,
              prior: Optional[Tensor] = None) -> dict[str, Tensor]:
-        recon = F.mse_loss(out.recon, x)
-        kld = kl_per_row(out.mu, out.log_var).mean()
         if prior is None:  # fresh draws on every call, train and validation, as the study did
             prior = torch.randn_like(out.z)
-        mmd = self.mmd(prior, out.z)
-        loss = (self.beta * recon + (1 - self.alpha) * kld_weight * kld
-                + (self.alpha + self.reg_weight - 1) * mmd)
-        return {"loss": loss, "recon": recon, "recon_mse": recon, "kld": kld, "mmd": mmd}
+        n = out.z.shape[0]
+        raw = self.mmd_raw(prior, out.z)
+        mmd = raw / (n * (n - 1))
+        mmd_weight = self.alpha + self.reg_weight - 1
+        kld_row = kl_per_row(out.mu, out.log_var)
+        if self.elbo:
+            nll, recon, recon_mse = recon_terms(self, out.recon, x)
+            per_row = self.beta * nll + (1 - self.alpha) * kld_weight * kld_row
+            loss = (per_row.mean() + mmd_weight * mmd) / x.shape[1]
+            return {"loss": loss, "recon": recon, "recon_mse": recon_mse, "kld": kld_row.mean(), "mmd": mmd}
+        recon = F.mse_loss(out.recon, x)
+        kld = kld_row.mean()
+        loss = self.beta * recon + (1 - self.alpha) * kld_weight * kld + mmd_weight * mmd
+        logged = mmd if self.corrected else raw  # the study logged the raw sums
+        return {"loss": loss, "recon": recon, "recon_mse": recon, "kld": kld, "mmd": logged.detach()}

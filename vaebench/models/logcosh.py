@@ -1,14 +1,33 @@
-"""LogCosh VAE (losses.md section 6): loss = (1/a) mean log cosh(a (x_hat - x)) + b * kld_weight * KL."""
+"""LogCosh VAE (docs/losses.md sections 6 and 10).
+
+paper, corrected: loss = (1/alpha) mean log cosh(alpha * (x_hat - x)) + beta * kld_weight * KL
+elbo:             loss = (1/F) mean_b [(1/alpha) sum_g log cosh(alpha * (x_hat - x)) + beta * kld_weight * KL_b]
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaebench.models.base import BaseVAE, ForwardOutput, kl_per_row, mean
+from vaebench.errors import require
+from vaebench.models.base import BaseVAE, ForwardOutput, Likelihood, ModelConfig, kl_per_row, mean
+
+
+@dataclass
+class LogCoshConfig(ModelConfig):
+    name: str = "logcosh"
+    alpha: float = 10.0  # sharpness a: log cosh(a t) / a is ~ a t^2 / 2 near 0, ~ |t| far from it
+    beta: float = 1.0  # extra weight on the KL term
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.alpha > 0, "model.alpha", f"must be > 0, got {self.alpha}")
+        require(self.likelihood is Likelihood.gaussian, "model.likelihood",
+                "LogCosh's reconstruction term is its log-cosh; leave model.likelihood at gaussian")
 
 
 def log_cosh(u: Tensor, stable: bool) -> Tensor:
@@ -19,15 +38,25 @@ def log_cosh(u: Tensor, stable: bool) -> Tensor:
 
 
 class LogCoshVAE(BaseVAE):
-    def __init__(self, n_features: int, latent_dim: int, hidden_dims: list[int], loss_mode: str = "paper",
-                 alpha: float = 10.0, beta: float = 1.0):
-        super().__init__(n_features, latent_dim, hidden_dims, loss_mode)
-        self.alpha, self.beta = alpha, beta
+    Config = LogCoshConfig
+
+    @property
+    def alpha(self) -> float:
+        return self.config.alpha
+
+    @property
+    def beta(self) -> float:
+        return self.config.beta
 
     def loss(self, out: ForwardOutput, x: Tensor, kld_weight: float) -> dict[str, Tensor]:
         t = out.recon - x
-        recon = mean(log_cosh(self.alpha * t, stable=self.corrected)) / self.alpha
-        kld = kl_per_row(out.mu, out.log_var).mean()
+        kld_row = kl_per_row(out.mu, out.log_var)
         with torch.no_grad():  # a reported metric: no graph, its [B, F] square is freed at once
             recon_mse = t.pow(2).mean()
+        if self.elbo:
+            nll = log_cosh(self.alpha * t, stable=True).sum(-1) / self.alpha  # [B]
+            loss = (nll + self.beta * kld_weight * kld_row).mean() / x.shape[1]
+            return {"loss": loss, "recon": nll.mean() / x.shape[1], "recon_mse": recon_mse, "kld": kld_row.mean()}
+        recon = mean(log_cosh(self.alpha * t, stable=self.corrected)) / self.alpha
+        kld = kld_row.mean()
         return {"loss": recon + self.beta * kld_weight * kld, "recon": recon, "recon_mse": recon_mse, "kld": kld}

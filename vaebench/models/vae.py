@@ -1,15 +1,45 @@
-"""Standard VAE (losses.md section 3): loss = MSE + kld_weight * KL. Both loss modes are the same here."""
+"""Standard VAE (docs/losses.md sections 3 and 10).
+
+paper, corrected: loss = MSE + kld_weight * KL (the same in both modes)
+elbo:             loss = (1/F) mean_b [nll_b + kld_weight * KL_b]
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaebench.models.base import BaseVAE, ForwardOutput, kl_per_row
+from vaebench.models.base import BaseVAE, ForwardOutput, Likelihood, ModelConfig, kl_per_row
+
+
+@dataclass
+class VAEConfig(ModelConfig):
+    name: str = "vae"
+
+
+def recon_terms(model: BaseVAE, recon: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """ELBO: (nll of each row [...], the model's recon term = mean nll per gene, plain MSE). The MSE is the
+    recon term itself for a Gaussian likelihood, a separate number (no graph) for a Bernoulli one."""
+    nll = model.nll(recon, x)
+    recon_term = nll.mean() / x.shape[-1]
+    if model.config.likelihood is Likelihood.gaussian:
+        return nll, recon_term, recon_term.detach()
+    with torch.no_grad():
+        return nll, recon_term, F.mse_loss(recon, x.expand_as(recon))
 
 
 class VAE(BaseVAE):
+    Config = VAEConfig
+
     def loss(self, out: ForwardOutput, x: Tensor, kld_weight: float) -> dict[str, Tensor]:
+        kld_row = kl_per_row(out.mu, out.log_var)
+        if self.elbo:
+            nll, recon, recon_mse = recon_terms(self, out.recon, x)
+            loss = (nll + kld_weight * kld_row).mean() / x.shape[1]
+            return {"loss": loss, "recon": recon, "recon_mse": recon_mse, "kld": kld_row.mean()}
         recon = F.mse_loss(out.recon, x)
-        kld = kl_per_row(out.mu, out.log_var).mean()
+        kld = kld_row.mean()
         return {"loss": recon + kld_weight * kld, "recon": recon, "recon_mse": recon, "kld": kld}

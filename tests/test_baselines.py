@@ -1,0 +1,100 @@
+"""Baselines and collapse diagnostics: exact answers on hand-made matrices and encoders, and a collapsed
+run marked in result.json and its progress line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_config
+from vaebench import baselines
+from vaebench.models import VAE
+from vaebench.results import describe
+from vaebench.task import run
+
+
+def rank_one_data():
+    """Training rows on the line m + a v; validation rows off it by c w, with w orthogonal to v."""
+    f = 6
+    m = np.array([0.5, 0.4, 0.3, 0.6, 0.2, 0.5])
+    v = np.array([1.0, -1.0, 0.0, 0.0, 0.0, 0.0]) / np.sqrt(2)
+    w = np.array([0.0, 0.0, 1.0, 1.0, 0.0, 0.0]) / np.sqrt(2)
+    a = np.array([-0.2, -0.1, 0.0, 0.1, 0.2])  # mean 0: the training mean is m
+    b = np.array([0.15, -0.05])
+    c = np.array([0.1, -0.3])
+    train = m + a[:, None] * v
+    val = m + b[:, None] * v + c[:, None] * w
+    x = np.vstack([train, val])
+    return x, np.arange(5), np.arange(5, 7), (b, c, f)
+
+
+def test_mean_predictor_and_pca_errors_are_exact():
+    x, train_idx, val_idx, (b, c, f) = rank_one_data()
+    # Mean predictor: each validation row is off the training mean by b v + c w (|v| = |w| = 1, v . w = 0).
+    assert baselines.mean_predictor_mse(x, train_idx, val_idx) == pytest.approx(np.mean(b ** 2 + c ** 2) / f)
+    # PCA with one component finds v exactly; what is left of each validation row is c w.
+    pca = baselines.fit_pca(x, train_idx, 1)
+    assert baselines.pca_mse(pca, x, val_idx) == pytest.approx(np.mean(c ** 2) / f, rel=1e-9)
+    assert baselines.fit_pca(x, train_idx, 5) is None  # k >= training rows: nothing to reduce
+    assert baselines.pca_mse(None, x, val_idx) is None
+
+
+def encoder_using(k: int, d: int = 4, f: int = 6) -> VAE:
+    """A VAE whose posterior mean copies the first k inputs (scaled up) and ignores the rest."""
+    model = VAE(f, d, hidden_dims=[f])
+    with torch.no_grad():
+        lin, bn = model.encoder[0][0], model.encoder[0][1]
+        lin.weight.copy_(torch.eye(f))
+        lin.bias.zero_()
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0)
+        bn.weight.fill_(1.0)
+        bn.bias.fill_(5.0)  # keeps every hidden unit above 0, past the ReLU
+        model.fc_mu.weight.zero_()
+        model.fc_mu.weight[:k, :k] = 3 * torch.eye(k)
+        model.fc_mu.bias.fill_(0.7)
+        model.fc_log_var.weight.zero_()
+        model.fc_log_var.bias.zero_()
+    return model.eval()
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_active_units_count_the_dims_the_encoder_uses(k):
+    x = torch.rand(50, 6, generator=torch.Generator().manual_seed(0))
+    diag = baselines.posterior_diagnostics(encoder_using(k), x, batch_size=16)
+    assert diag["active_units"] == k
+    # KL per dim with unit variance is mu^2 / 2, averaged over rows; an unused dim sits at mu = 0.7.
+    assert diag["kl_per_dim"][-1] == pytest.approx(0.7 ** 2 / 2, abs=1e-6)
+    assert diag["val_kl"] == pytest.approx(sum(diag["kl_per_dim"]), abs=1e-5)
+
+
+def test_collapse_rule():
+    assert baselines.collapse(0.5, 10) == (False, None)
+    collapsed, why = baselines.collapse(0.99, 3)
+    assert collapsed and "0.99x the per-gene-mean" in why
+    collapsed, why = baselines.collapse(0.6, 0)
+    assert collapsed and "no active latent unit" in why
+    assert baselines.collapse(None, None) == (False, None)  # nothing measured, nothing claimed
+
+
+def test_a_collapsed_run_is_marked(tmp_path):
+    # A KL weight that dwarfs the reconstruction: the optimum is q(z|x) = p(z), the decoder a constant.
+    result = run(make_config("model.kld_weight=1000", "trainer.max_epochs=6", "lr=1e-2"), tmp_path)
+    assert result["status"] == "ok" and result["collapsed"] is True
+    assert result["recon_vs_mean"] >= 0.98 or result["active_units"] == 0
+    assert result["baseline_mean_mse"] > 0 and result["recon_vs_mean"] == pytest.approx(
+        result["val_recon_mse"] / result["baseline_mean_mse"])
+    assert "COLLAPSED" in describe(result)  # the progress line of a sweep and the run's last log line
+
+
+def test_baselines_are_paid_once_per_split(tmp_path, monkeypatch):
+    calls = []
+    real = baselines.fit_pca
+    monkeypatch.setattr(baselines, "fit_pca", lambda *a, **kw: calls.append(a[2]) or real(*a, **kw))
+    baselines._cache.clear()
+    first = run(make_config("data.split_seed=3", "seed=1"), tmp_path / "a")
+    second = run(make_config("data.split_seed=3", "seed=2", "model=iwae"), tmp_path / "b")
+    assert calls == [first["latent_dim"]]  # the second run's split and size were already fitted
+    assert first["baseline_pca_mse"] == second["baseline_pca_mse"]
+    assert first["baseline_mean_mse"] == second["baseline_mean_mse"]

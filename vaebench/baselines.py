@@ -1,0 +1,146 @@
+"""What a run is compared with, on its own train/validation split: did the model learn anything?
+
+- Predicting each gene's training mean: a model whose posterior collapsed (q(z|x) = p(z)) can at best
+  decode this, so val_recon_mse / baseline_mean_mse (`recon_vs_mean`) near 1 means nothing was learned.
+- PCA with k = latent_dim components, fitted on the training rows (scikit-learn): the linear model with
+  the same latent size, the bar a VAE's reconstruction should approach.
+- The same latent scores for PCA and for the untrained network (same seed, same size): how much of a
+  latent score is structure already in the data, not learning.
+- Posterior collapse diagnostics of the trained encoder: active units (Burda et al. 2016) and KL per dim.
+
+Baselines depend only on the data, the split, k (and the seed, for the untrained network), so each worker
+process keeps them: a sweep pays once per split and latent size, not once per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from vaebench.latent import label_scores, latent_means
+from vaebench.models import BaseVAE, ModelConfig, build_model
+from vaebench.models.base import kl_per_dim
+from vaebench.results import LATENT_SCORES, F, latent_field
+
+ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al. 2016: a unit is active when Var_x E_q[z_d | x] > 0.01
+COLLAPSED_RATIO = 0.98  # recon_vs_mean at or above this: no better than the mean predictor, within noise
+
+_cache: dict[tuple, Any] = {}
+
+
+def split_key(fingerprint: str, train_idx: np.ndarray, val_idx: np.ndarray) -> str:
+    digest = hashlib.sha256(fingerprint.encode())
+    digest.update(np.ascontiguousarray(train_idx).tobytes())
+    digest.update(np.ascontiguousarray(val_idx).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _cached(key: tuple, compute):
+    if key not in _cache:
+        _cache[key] = compute()
+    return _cache[key]
+
+
+def mean_predictor_mse(x: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray) -> float:
+    """MSE on the validation rows of predicting each gene's mean over the training rows."""
+    gene_means = x[train_idx].mean(axis=0, dtype=np.float64)
+    return float(np.mean((x[val_idx] - gene_means) ** 2))
+
+
+def fit_pca(x: np.ndarray, train_idx: np.ndarray, k: int, seed: int = 0):
+    """PCA with k components on the training rows, or None when k >= min(rows, genes) (no reduction left)."""
+    if k >= min(len(train_idx), x.shape[1]):
+        return None
+    from sklearn.decomposition import PCA  # imported here: a second to import, only scoring needs it
+
+    return PCA(n_components=k, random_state=seed).fit(x[train_idx])
+
+
+def pca_mse(pca, x: np.ndarray, val_idx: np.ndarray) -> Optional[float]:
+    if pca is None:
+        return None
+    x_val = x[val_idx]
+    return float(np.mean((pca.inverse_transform(pca.transform(x_val)) - x_val) ** 2, dtype=np.float64))
+
+
+def posterior_diagnostics(model: BaseVAE, x_val: torch.Tensor, batch_size: int) -> dict[str, Any]:
+    """Active units, KL per latent dim (nats, mean over rows) and their sum, on the validation rows."""
+    model.eval()
+    with torch.inference_mode():
+        parts = [model.encode(x_val[i:i + batch_size]) for i in range(0, len(x_val), batch_size)]
+    mu = torch.cat([p[0] for p in parts]).double()
+    log_var = torch.cat([p[1] for p in parts]).double()
+    kl = kl_per_dim(mu, log_var).mean(0)
+    active = int((mu.var(0) > ACTIVE_UNIT_VARIANCE).sum()) if len(mu) > 1 else None
+    return {F.active_units: active, F.kl_per_dim: [round(v, 6) for v in kl.tolist()], F.val_kl: float(kl.sum())}
+
+
+def collapse(recon_vs_mean: Optional[float], active_units: Optional[int]) -> tuple[bool, Optional[str]]:
+    """Whether a run learned nothing, and why, in words."""
+    reasons = []
+    if recon_vs_mean is not None and recon_vs_mean >= COLLAPSED_RATIO:
+        reasons.append(f"reconstruction {recon_vs_mean:.2f}x the per-gene-mean predictor")
+    if active_units == 0:
+        reasons.append("no active latent unit (posterior collapse)")
+    return bool(reasons), ("; ".join(reasons) or None)
+
+
+def assess(model: BaseVAE, model_cfg: ModelConfig, x: torch.Tensor, x_host: np.ndarray, labels: Optional[list[str]],
+           fingerprint: str, train_idx: np.ndarray, val_idx: np.ndarray, val_recon_mse: float, batch_size: int,
+           seed: int, latent_scores: bool) -> dict[str, Any]:
+    """Every number that says whether a trained run learned: baselines, collapse, latent scores beside
+    their references. The result fields, by name."""
+    started = time.perf_counter()
+    k = model.latent_dim
+    split = split_key(fingerprint, train_idx, val_idx)
+    mean_mse = _cached(("mean", split), lambda: mean_predictor_mse(x_host, train_idx, val_idx))
+    pca = _cached(("pca", split, k), lambda: fit_pca(x_host, train_idx, k))
+    pca_err = _cached(("pca_mse", split, k), lambda: pca_mse(pca, x_host, val_idx))
+    out: dict[str, Any] = {F.baseline_mean_mse: mean_mse, F.baseline_pca_mse: pca_err,
+                           F.recon_vs_mean: val_recon_mse / mean_mse if mean_mse > 0 else None,
+                           F.recon_vs_pca: val_recon_mse / pca_err if pca_err else None}
+    x_val = x[torch.as_tensor(val_idx, device=x.device)]
+    out.update(posterior_diagnostics(model, x_val, batch_size))
+    out[F.collapsed], out[F.collapse_reason] = collapse(out[F.recon_vs_mean], out[F.active_units])
+    out[F.baseline_seconds] = round(time.perf_counter() - started, 3)
+    if latent_scores and labels is not None:
+        out.update(latent_scores_with_references(model, model_cfg, x, x_host, labels, split, pca, train_idx,
+                                                 val_idx, batch_size, seed))
+    return out
+
+
+def latent_scores_with_references(model: BaseVAE, model_cfg: ModelConfig, x: torch.Tensor, x_host: np.ndarray,
+                                  labels: list[str], split: str, pca, train_idx: np.ndarray, val_idx: np.ndarray,
+                                  batch_size: int, seed: int) -> dict[str, Any]:
+    """The latent scores of the trained model, of the untrained network with the same seed and size, and of
+    PCA with k = latent_dim; the references cached per split, size (and seed)."""
+    started = time.perf_counter()
+    y = np.asarray(labels)
+    rows_train = torch.as_tensor(train_idx, device=x.device)
+    rows_val = torch.as_tensor(val_idx, device=x.device)
+
+    def scores_of(encoder: BaseVAE) -> dict[str, Optional[float]]:
+        return label_scores(latent_means(encoder, x[rows_train], batch_size), y[train_idx],
+                            latent_means(encoder, x[rows_val], batch_size), y[val_idx], seed)
+
+    def untrained() -> dict[str, Optional[float]]:
+        torch.manual_seed(seed)  # as fit() does before building: the very weights training started from
+        return scores_of(build_model(model_cfg, x.shape[1], model.latent_dim).to(x.device))
+
+    def of_pca() -> dict[str, Optional[float]]:
+        if pca is None:
+            return dict.fromkeys(LATENT_SCORES)
+        return label_scores(pca.transform(x_host[train_idx]), y[train_idx], pca.transform(x_host[val_idx]),
+                            y[val_idx], seed)
+
+    out: dict[str, Any] = dict(scores_of(model))
+    refs = {"untrained": _cached(("untrained", split, model.latent_dim, seed, tuple(model_cfg.hidden_dims)), untrained),
+            "pca": _cached(("pca_scores", split, model.latent_dim), of_pca)}
+    for reference, scores in refs.items():
+        out.update({latent_field(score, reference): scores[score] for score in LATENT_SCORES})
+    out[F.latent_seconds] = round(time.perf_counter() - started, 3)
+    return out

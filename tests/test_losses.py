@@ -1,6 +1,6 @@
 """The four losses against hand-written float64 references, and the invariants of losses.md section 9.
 
-The references below are written from the formulas in ../shared/docs/losses.md (sections 1, 3-6, 8),
+The references below are written from the formulas in docs/losses.md (sections 1-8),
 with explicit Python loops (or [B, B, D] broadcasting for the MMD kernels), never by calling the code
 under test. Everything here is tiny and float64 unless a test is about float32 overflow, so the
 comparisons are tight (1e-12 relative).

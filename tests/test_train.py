@@ -204,3 +204,63 @@ def test_a_new_key_at_its_default_keeps_the_hash():
     upgraded["trainer"]["new_knob"] = 2.0
     assert config_hash(upgraded, upgraded_defaults) != before
     assert config_hash(resolved) != before  # without defaults every key counts (the old behaviour)
+
+
+def test_paper_mode_averages_batches_unweighted_and_recon_mse_by_rows():
+    from vaebench.train import EpochMeans
+
+    for per_batch, expected_loss in ((True, (1.0 + 3.0) / 2), (False, (3 * 1.0 + 1 * 3.0) / 4)):
+        sums = EpochMeans(per_batch)
+        sums.add({"loss": torch.tensor(1.0), "recon_mse": torch.tensor(1.0)}, rows=3)
+        sums.add({"loss": torch.tensor(3.0), "recon_mse": torch.tensor(3.0)}, rows=1)
+        means = sums.means("val_")
+        assert means["val_loss"] == pytest.approx(expected_loss)  # the study's unweighted mean in paper mode
+        assert means["val_recon_mse"] == pytest.approx(1.5)  # always per row: compared with the baselines
+
+
+class TestPatience:
+    def stopper(self, patience, warmup=0):
+        from vaebench.train import Stopper
+
+        cfg = validate(make_config("trainer.stopping=patience", f"trainer.patience={patience}",
+                                   f"model.kl_warmup_epochs={warmup}"))
+        return Stopper(cfg)
+
+    def test_stops_after_patience_epochs_without_improvement_and_reports_the_best(self):
+        stopper, model = self.stopper(patience=2), torch.nn.Linear(1, 1)
+        losses = [5.0, 4.0, 4.5, 4.2, 3.0]
+        stopped_at = None
+        history = []
+        for epoch, loss in enumerate(losses, start=1):
+            with torch.no_grad():
+                model.weight.fill_(epoch)  # tells the epochs' weights apart
+            history.append({"epoch": epoch, "val_loss": loss, "val_recon": loss})
+            if stopper.update(history[-1], model):
+                stopped_at = epoch
+                break
+        assert stopped_at == 4 and stopper.reason == "patience"  # epochs 3 and 4 did not beat epoch 2
+        assert stopper.reported(history, model)["epoch"] == 2
+        assert model.weight.item() == 2  # the best epoch's weights, not the last one's
+
+    def test_waits_for_the_kl_warmup(self):
+        stopper, model = self.stopper(patience=1, warmup=3), torch.nn.Linear(1, 1)
+        rows = [{"epoch": e, "val_loss": v, "val_recon": v} for e, v in enumerate([1.0, 2.0, 3.0, 4.0], start=1)]
+        assert [stopper.update(r, model) for r in rows] == [False, False, False, True]
+
+    def test_a_run_records_why_it_stopped_and_its_best_epoch(self, tmp_path):
+        result = run(make_config("trainer.stopping=patience", "trainer.patience=1", "trainer.max_epochs=15"),
+                     tmp_path)
+        assert result["stop_reason"] in ("patience", "max_epochs") and 1 <= result["best_epoch"] <= result["epochs_run"]
+        with open(tmp_path / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        best = rows[result["best_epoch"] - 1]
+        assert float(best["val_loss"]) == pytest.approx(min(float(r["val_loss"]) for r in rows))
+        assert result["val_recon_mse"] == pytest.approx(float(best["val_recon_mse"]))  # the best epoch's numbers
+        assert result["still_improving"] == (result["best_epoch"] == result["epochs_run"])
+
+
+def test_split_seed_fixes_the_split_across_seeds():
+    from vaebench.task import split_seed
+
+    assert split_seed(validate(make_config("seed=4"))) == 4  # null: the run's seed, as before
+    assert split_seed(validate(make_config("seed=4", "data.split_seed=0"))) == 0

@@ -25,7 +25,7 @@ def rank_one_data():
     c = np.array([0.1, -0.3])
     train = m + a[:, None] * v
     val = m + b[:, None] * v + c[:, None] * w
-    x = np.vstack([train, val])
+    x = torch.tensor(np.vstack([train, val]), dtype=torch.float64)
     return x, np.arange(5), np.arange(5, 7), (b, c, f)
 
 
@@ -35,9 +35,21 @@ def test_mean_predictor_and_pca_errors_are_exact():
     assert baselines.mean_predictor_mse(x, train_idx, val_idx) == pytest.approx(np.mean(b ** 2 + c ** 2) / f)
     # PCA with one component finds v exactly; what is left of each validation row is c w.
     pca = baselines.fit_pca(x, train_idx, 1)
-    assert baselines.pca_mse(pca, x, val_idx) == pytest.approx(np.mean(c ** 2) / f, rel=1e-9)
+    assert baselines.pca_mse(pca, x, val_idx) == pytest.approx(np.mean(c ** 2) / f, rel=1e-5)  # float32 inside
     assert baselines.fit_pca(x, train_idx, 5) is None  # k >= training rows: nothing to reduce
     assert baselines.pca_mse(None, x, val_idx) is None
+
+
+def test_pca_matches_an_exact_svd_on_low_rank_data():
+    # Rank 12 + a little noise, as expression programmes: the randomized SVD finds the same subspace.
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(300, 12, generator=g) @ torch.rand(12, 80, generator=g) + 0.01 * torch.randn(300, 80, generator=g))
+    train, val = np.arange(250), np.arange(250, 300)
+    centred = x[train] - x[train].mean(0)
+    v_exact = torch.linalg.svd(centred.double(), full_matrices=False)[2][:5].T
+    exact = baselines.PCA(mean=x[train].mean(0).double(), components=v_exact)
+    fitted = baselines.fit_pca(x, train, 5)
+    assert baselines.pca_mse(fitted, x, val) == pytest.approx(baselines.pca_mse(exact, x.double(), val), rel=1e-3)
 
 
 def encoder_using(k: int, d: int = 4, f: int = 6) -> VAE:

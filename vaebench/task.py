@@ -108,7 +108,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
                       val_recon_mse=final["val_recon_mse"], val_recon=final["val_recon"],
                       val_loss=final["val_loss"], train_loss=final["train_loss"])
         try:  # scoring after training: a failure here never discards the trained result
-            result.update(**assess(outcome.model, typed.model, x, data.x, data.labels, data.fingerprint, train_idx,
+            result.update(**assess(outcome.model, typed.model, x, data.labels, data.fingerprint, train_idx,
                                    val_idx, result.val_recon_mse, typed.trainer.batch_size, typed.seed,
                                    latent_scores=typed.trainer.latent_metrics))
         except Exception as e:  # noqa: BLE001

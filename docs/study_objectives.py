@@ -1,0 +1,136 @@
+"""The study's TCGA-11 grid under two objectives, side by side, as markdown tables (docs/study-tcga11.md).
+
+    .venv/bin/python docs/study_objectives.py PAPER_SWEEP_DIR ELBO_SWEEP_DIR
+
+Reads every result.json below the two sweep directories (vaebench -m +experiment=study_tcga11 ... and
++experiment=study_tcga11_elbo ...). Every number quoted in the "two objectives" part of the study doc comes
+from here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+from scipy.stats import spearmanr
+
+from vaebench.results import RESULT_FILE, read_result
+
+CELL = ["model", "optimizer", "lr", "latent_dim"]
+MODELS = ["vae", "iwae", "infovae", "logcosh"]
+
+
+def load(sweep_dir: str, objective: str) -> pd.DataFrame:
+    rows = [read_result(p.parent) for p in sorted(Path(sweep_dir).rglob(RESULT_FILE))]
+    df = pd.DataFrame([r for r in rows if r is not None]).drop(columns=["config", "data", "versions"])
+    df["objective"] = objective
+    return df
+
+
+def table(df: pd.DataFrame, fmt: str = "{:.3g}") -> str:
+    df = df.reset_index()
+    cells = [[fmt.format(v) if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(False)]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def learned(runs: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (objective, model), g in runs.groupby(["objective", "model"], sort=False):
+        ok = g[g.status == "ok"]
+        z20 = ok[ok.latent_dim == 20]
+        best20 = z20.loc[z20.recon_vs_mean.idxmin()] if len(z20) else None
+        rows.append({
+            "objective": objective, "model": model, "runs": len(g), "ok": len(ok),
+            "diverged": int((g.status == "nan").sum()),
+            "collapsed": f"{int(ok.collapsed.sum())} of {len(ok)}",
+            "beat the mean by >= 5 %": int((ok.recon_vs_mean <= 0.95).sum()),
+            "best MSE / mean": ok.recon_vs_mean.min(),
+            "median active units": ok.active_units.median(),
+            "latent 20: best MSE / PCA-20": z20.recon_vs_pca.min(),
+            "its ARI (untrained, PCA)": "" if best20 is None else
+            f"{best20.latent_ari:.2f} ({best20.latent_ari_untrained:.2f}, {best20.latent_ari_pca:.2f})",
+            "median epochs": ok.epochs_run.median(),
+        })
+    return pd.DataFrame(rows).set_index(["objective", "model"])
+
+
+def done_when(elbo: pd.DataFrame) -> pd.DataFrame:
+    ok = elbo[(elbo.status == "ok") & (elbo.latent_dim == 20)]
+    good = ok[(ok.recon_vs_mean <= 0.5) & (ok.active_units >= 10) & (ok.latent_ari > ok.latent_ari_untrained)]
+    return pd.DataFrame({"latent-20 runs": ok.groupby("model").size(),
+                         "MSE <= 0.5x mean, >= 10 active units, ARI above untrained": good.groupby("model").size()}
+                        ).reindex(MODELS).fillna(0).astype(int)
+
+
+def claims(runs: pd.DataFrame) -> None:
+    ok = runs[runs.status == "ok"]
+    cells = ok.groupby(["objective", *CELL]).recon_vs_mean.mean().rename("ratio").reset_index()
+
+    print("\n### Failures (diverged runs) by optimizer and learning rate, all models and latent sizes\n")
+    print(table(runs.assign(diverged=runs.status == "nan").pivot_table(
+        index=["objective", "optimizer"], columns="lr", values="diverged", aggfunc="sum", fill_value=0)))
+
+    print("\n### Best cell per optimizer (MSE / mean predictor; mean over seeds where a cell has several)\n")
+    best = cells.groupby(["objective", "model", "optimizer"]).ratio.min().unstack("optimizer")
+    print(table(best))
+
+    print("\n### Adam vs RMSprop vs SGD, cell by cell (cells where all three succeeded)\n")
+    pivot = cells.pivot_table(index=["objective", "model", "lr", "latent_dim"], columns="optimizer", values="ratio")
+    pivot = pivot.dropna()
+    wins = pd.DataFrame({"cells": pivot.groupby(["objective", "model"]).size(),
+                         "RMSprop beats Adam": (pivot.rmsprop < pivot.adam).groupby(["objective", "model"]).sum(),
+                         "SGD beats both": ((pivot.sgd < pivot.adam) & (pivot.sgd < pivot.rmsprop))
+                         .groupby(["objective", "model"]).sum()})
+    print(table(wins))
+
+    print("\n### Best learning rate per model and optimizer (lowest mean MSE / mean over latent sizes)\n")
+    by_lr = cells.groupby(["objective", "model", "optimizer", "lr"]).ratio.mean().reset_index()
+    best_lr = by_lr.loc[by_lr.groupby(["objective", "model", "optimizer"]).ratio.idxmin()]
+    print(table(best_lr.pivot_table(index=["objective", "model"], columns="optimizer", values="lr"), fmt="{:g}"))
+
+    print("\n### Latent size: mean MSE / mean predictor of the successful Adam and RMSprop runs, and epochs\n")
+    adaptive = ok[ok.optimizer.isin(["adam", "rmsprop"])]
+    rows = []
+    for (objective, model), g in adaptive.groupby(["objective", "model"], sort=False):
+        row = {"objective": objective, "model": model}
+        for z, gz in g.groupby("latent_dim"):
+            row[f"latent {z}"] = gz.recon_vs_mean.mean()
+        row["rho(latent, epochs)"] = spearmanr(g.latent_dim, g.epochs_run).statistic
+        rows.append(row)
+    print(table(pd.DataFrame(rows).set_index(["objective", "model"])))
+
+    print("\n### Best configuration by reconstruction and by latent ARI\n")
+    rows = []
+    for (objective, model), g in ok.groupby(["objective", "model"], sort=False):
+        by_mse, by_ari = g.loc[g.recon_vs_mean.idxmin()], g.loc[g.latent_ari.idxmax()]
+        rows.append({"objective": objective, "model": model,
+                     "best by MSE": f"{by_mse.optimizer} lr {by_mse.lr:g} z {by_mse.latent_dim}: "
+                                    f"ARI {by_mse.latent_ari:.2f}",
+                     "best by ARI": f"{by_ari.optimizer} lr {by_ari.lr:g} z {by_ari.latent_dim}: "
+                                    f"ARI {by_ari.latent_ari:.2f}, MSE/mean {by_ari.recon_vs_mean:.2f}",
+                     "untrained ARI (median)": g.latent_ari_untrained.median(),
+                     "rho(MSE, ARI)": spearmanr(g.recon_vs_mean, g.latent_ari).statistic})
+    print(table(pd.DataFrame(rows).set_index(["objective", "model"])))
+
+
+def main(paper_dir: str, elbo_dir: str) -> None:
+    runs = pd.concat([load(paper_dir, "paper"), load(elbo_dir, "elbo")], ignore_index=True)
+    runs = runs.sort_values(["objective", "model"], ascending=[False, True], key=lambda c: c.map(
+        lambda v: MODELS.index(v) if v in MODELS else v))
+    print(f"{len(runs)} runs: " + ", ".join(f"{o} {n}" for o, n in runs.groupby("objective", sort=False).size().items()))
+    base = runs.groupby("objective").baseline_mean_mse.agg(["min", "max"])
+    print(f"mean-predictor MSE on the fixed split: {base['min'].min():.5f} (both objectives, every run)\n")
+    print("## Did the models learn?\n")
+    print(table(learned(runs)))
+    print("\n## The issue's bar, under the ELBO: runs at latent 20 that learned\n")
+    print(table(done_when(runs[runs.objective == "elbo"])))
+    print("\n## The study's claims under both objectives")
+    claims(runs)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,28 @@
+"""`vaebench-aggregate PATH...`: every result.json below the paths -> results.csv, the study's dot-plots
+(one figure per model, one overview) and report.md, the sensitivity of each model in numbers.
+
+Small pure steps, each testable on its own, one module per job:
+- collect: scan (find and read), tabulate (one row per run, de-duplicated), cells (one row per model x
+  optimizer x lr x latent size: what a dot shows);
+- stats: eta_squared / failure_rates / robustness / seed_spread / factor_effects / recon_vs_latent;
+- plots: plot_model / plot_overview;  report: write_report;  cli: the command.
+Every number in report.md is recomputable from results.csv: see "How the numbers are computed" in the report.
+"""
+
+from vaebench.aggregate.cli import FORMATS, PROG, aggregate, main, parse_args
+from vaebench.aggregate.collect import (AXES, CELL, Scan, cells, levels, numeric_fields, other_settings_that_vary,
+                                        scan, successful, tabulate)
+from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
+from vaebench.aggregate.plots import FAILURE_LABELS, FAILURE_MARKERS, plot_model, plot_overview, plt
+from vaebench.aggregate.report import md_table, rho_lines, rho_meaning, rho_table, summary, write_report
+from vaebench.aggregate.stats import (best_config, eta_squared, factor_effects, factors_for, failure_rates,
+                                      is_balanced, recon_vs_latent, robustness, seed_spread, spearman, within_best,
+                                      worse)
+from vaebench.results import LATENT_SCORES
+
+__all__ = ["AXES", "CELL", "FAILURE_LABELS", "FAILURE_MARKERS", "FORMATS", "LATENT_SCORES", "PROG", "Scan",
+           "aggregate", "best_config", "cells", "config_text", "eta_squared", "factor_effects", "factors_for",
+           "failure_rates", "fmt", "fmt_lr", "fmt_spread", "is_balanced", "levels", "main", "md_table",
+           "numeric_fields", "other_settings_that_vary", "parse_args", "plot_model", "plot_overview", "plt",
+           "recon_vs_latent", "rho_lines", "rho_meaning", "rho_table", "robustness", "scan", "seed_spread",
+           "spearman", "successful", "summary", "tabulate", "within_best", "worse", "write_report"]

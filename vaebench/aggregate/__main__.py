@@ -1,0 +1,3 @@
+from vaebench.aggregate.cli import main
+
+main()

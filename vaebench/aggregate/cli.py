@@ -1,0 +1,107 @@
+"""`vaebench-aggregate PATH...`: the command: arguments, the steps in order, what is printed, exit status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from vaebench.aggregate.collect import cells, levels, numeric_fields, other_settings_that_vary, scan, successful, \
+    tabulate
+from vaebench.aggregate.plots import plot_model, plot_overview, save
+from vaebench.aggregate.report import md_table, rho_table, summary, write_report
+from vaebench.aggregate.stats import RECON, recon_vs_latent
+from vaebench.errors import UserError
+from vaebench.results import F, RESULT_FILE
+
+PROG = "vaebench-aggregate"
+FORMATS = ("png", "svg", "pdf")
+
+
+def aggregate(paths: Sequence[Path], out: Path, metric: str, formats: Sequence[str]) -> pd.DataFrame:
+    """The whole command; UserError for what the user can fix. Returns the summary table it printed."""
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"no such file or directory: {p}")
+    scanned = scan(paths)
+    for p, why in scanned.corrupt:
+        print(f"{PROG}: skipped corrupt {p}: {why}", file=sys.stderr)
+    if not scanned.results:
+        raise UserError(f"no readable {RESULT_FILE} below {', '.join(map(str, paths))} "
+                        f"({len(scanned.missing) + len(scanned.partial)} runs without a result yet, "
+                        f"{len(scanned.corrupt)} corrupt)")
+    df, dropped = tabulate(scanned.results)
+    fields = numeric_fields(df)
+    if metric not in fields:
+        raise UserError(f"--metric {metric}: not a numeric result field; use one of {', '.join(fields)}")
+    if successful(df, metric).empty:
+        raise UserError(f"--metric {metric}: no successful run has a value for it")
+
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "results.csv", index=False)
+    lvl = levels(df)
+    all_cells = cells(df, metric)
+    embed = next((f for f in formats if f in ("png", "svg")), None)  # Markdown cannot show a PDF inline
+    figures: dict[str, Optional[str]] = {}
+    written = []
+    for model in lvl[F.model]:
+        paths_out = save(plot_model(all_cells[all_cells[F.model] == model], lvl, model, metric), out,
+                         f"dotplot_{model}", formats)
+        written += paths_out
+        figures[model] = f"dotplot_{model}.{embed or formats[0]}"
+    written += save(plot_overview(all_cells, lvl, metric), out, "overview", formats)
+    figures["overview"] = f"overview.{embed or formats[0]}"
+    table = summary(df, all_cells, metric, lvl)
+    corr = recon_vs_latent(df)
+    report = write_report(out, scanned, df, dropped, metric, paths, figures, table, other_settings_that_vary(df),
+                          corr)
+
+    print(md_table(table))
+    if not corr.empty:
+        print(f"\nSpearman rho, {RECON} against latent scores (negative: better reconstruction, better latent space):")
+        print(md_table(rho_table(corr), index=True))
+    print(f"\n{len(df)} runs ({dropped} duplicates dropped); not counted: {len(scanned.corrupt)} corrupt, "
+          f"{len(scanned.partial)} interrupted, {len(scanned.missing)} without a result yet")
+    print(f"wrote {out / 'results.csv'}, {report} and {len(written)} figures in {out}")
+    return table
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, like every vaebench user error, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = _Parser(prog=PROG, description="Collect every result.json below PATH... into results.csv, draw the "
+                     "study's dot-plots (one figure per model and an overview) and write report.md, which says "
+                     "how much each hyper-parameter matters per model.")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="run or sweep directories (searched at any depth), or result.json files")
+    parser.add_argument("--out", type=Path, help="output directory (default: <first PATH>/aggregate)")
+    parser.add_argument("--metric", default="val_recon_mse",
+                        help="numeric result field to compare (default: val_recon_mse); lower is better, except "
+                        "for the latent-space scores latent_ari, latent_nmi, latent_silhouette, "
+                        "latent_probe_balanced_accuracy")
+    parser.add_argument("--format", default="png", help="figure formats, comma-separated from png,svg,pdf "
+                        "(default: png)")
+    args = parser.parse_args(argv)
+    args.formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in args.formats if f not in FORMATS]
+    if bad or not args.formats:
+        parser.error(f"--format {args.format}: use one or more of {','.join(FORMATS)}")
+    first = args.paths[0]
+    args.out = args.out or ((first if first.is_dir() else first.parent) / "aggregate")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    try:
+        aggregate(args.paths, args.out, args.metric, args.formats)
+    except UserError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+

@@ -1,0 +1,203 @@
+"""Find and read every result.json below some paths (scan), one row per run (tabulate), and what each dot of
+a dot-plot shows (cells): the steps before any statistic or figure."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from vaebench.results import F, FAILED, FINISHED, IDENTITY, METRICS_FILE, NULLABLE_NUMBERS, REQUIRED, RESULT_FILE, \
+    read_result
+
+AXES = (F.optimizer, F.lr, F.latent_dim)  # the study's grid; one figure panel per optimizer
+CELL = (F.model, *AXES)  # one dot
+MODEL_ORDER = ("vae", "iwae", "infovae", "logcosh")  # the study's order; others follow alphabetically
+OPTIMIZER_ORDER = ("adam", "rmsprop", "sgd")
+LEAD_COLUMNS = (*IDENTITY, F.status, F.val_recon_mse, F.epochs_run, F.converged, F.stop_reason, F.failed_epoch,
+                F.error)
+NOT_METRICS = ("schema", F.lr, F.latent_dim, F.seed)  # numeric, but axes or bookkeeping
+RUN_DIR = "run_dir"  # the column aggregate adds: where the result was read
+
+
+
+@dataclass
+class Scan:
+    """What was found below the paths: readable results, and every file or run dir that gave none."""
+    results: list[dict[str, Any]] = field(default_factory=list)
+    corrupt: list[tuple[Path, str]] = field(default_factory=list)  # result.json that cannot be used
+    partial: list[Path] = field(default_factory=list)  # an interrupted atomic write: temp file, no result
+    missing: list[Path] = field(default_factory=list)  # a run dir without result: still running, or killed
+
+
+def scan(paths: Sequence[Path]) -> Scan:
+    """Find every result.json below the paths (any depth) and read it; never fails on a bad file."""
+    found = Scan()
+    for result_file, state in _walk(paths):
+        if state == "partial":
+            found.partial.append(result_file.parent)
+        elif state == "missing":
+            found.missing.append(result_file.parent)
+        else:
+            result = read_result(result_file.parent)
+            lacking = [k for k in REQUIRED if result is not None and result.get(k) is None]
+            if result is None:
+                found.corrupt.append((result_file, "not a whole vaebench result (bad JSON or unknown status)"))
+            elif lacking:
+                found.corrupt.append((result_file, f"lacks {', '.join(lacking)}"))
+            else:
+                stat = result_file.stat()
+                found.results.append({**result, RUN_DIR: str(result_file.parent),
+                                      "_mtime": datetime.fromtimestamp(stat.st_mtime, timezone.utc)
+                                      .isoformat(timespec="seconds")})
+    return found
+
+
+def _walk(paths: Sequence[Path]):
+    """(result.json path, state) for every run dir: state 'result', 'partial' or 'missing'."""
+    seen: set[Path] = set()  # overlapping PATHs (outputs/ and outputs/demo) must not count a run twice
+
+    def first_time(result_file: Path) -> bool:
+        key = result_file.resolve()
+        fresh = key not in seen
+        seen.add(key)
+        return fresh
+
+    for root in paths:
+        if root.is_file():
+            if first_time(root):
+                yield root, "result"
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != ".hydra")
+            here = Path(dirpath)
+            if RESULT_FILE in filenames:
+                state = "result"
+            elif any(f.startswith(f".{RESULT_FILE}.") and f.endswith(".tmp") for f in filenames):
+                state = "partial"
+            elif METRICS_FILE in filenames or os.path.isfile(here / ".hydra" / "config.yaml"):
+                state = "missing"  # Hydra made the job's dir; the job has not ended
+            else:
+                continue
+            if first_time(here / RESULT_FILE):
+                yield here / RESULT_FILE, state
+
+
+def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else k, v, into)
+    elif isinstance(value, list):
+        into[prefix] = json.dumps(value)  # one cell per setting; lists (hidden_dims, betas) stay readable
+    else:
+        into[prefix] = value
+
+
+def tabulate(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
+    """One row per run (config flattened into config.* columns), de-duplicated; and how many were dropped."""
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {}
+        _flatten("", r, row)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df, 0
+    if F.config_hash not in df:
+        df[F.config_hash] = None
+    # A resumed sweep written to another dir leaves several results for one configuration. Keep one per
+    # config_hash: a finished one (ok/nan/oom) before an `error` (resume retries errors, so an error is
+    # superseded by any finished run), and among those the newest, by finished_at (file mtime if absent).
+    # A result without config_hash (not written by vaebench.task) is its own identity: its run dir.
+    identity = df[F.config_hash].fillna(df[RUN_DIR])
+    finished = df[F.status].isin(FINISHED)
+    when = df[F.finished_at].fillna(df["_mtime"]) if F.finished_at in df else df["_mtime"]
+    order = pd.DataFrame({"identity": identity, "finished": finished, "when": when, "i": range(len(df))})
+    keep = order.sort_values(["finished", "when", "i"]).drop_duplicates("identity", keep="last")["i"]
+    df = df.iloc[sorted(keep)].drop(columns="_mtime")
+    dropped = len(rows) - len(df)
+    for col in NULLABLE_NUMBERS:  # all null (failed_epoch when nothing failed) is still a numeric field
+        if col in df:
+            df[col] = pd.to_numeric(df[col])
+    df[F.lr] = df[F.lr].astype(float)
+    df[F.latent_dim] = df[F.latent_dim].astype(int)
+    df[F.seed] = df[F.seed].astype(int)
+    df = _sort(df)
+    lead = [c for c in LEAD_COLUMNS if c in df]
+    rest = [c for c in df.columns if c not in lead and c != RUN_DIR and not c.startswith("config.")]
+    config = [c for c in df.columns if c.startswith("config.")]
+    return df[lead + rest + config + [RUN_DIR]].reset_index(drop=True), dropped
+
+
+def _ordered(values: Sequence[str], preferred: Sequence[str]) -> list[str]:
+    present = list(dict.fromkeys(values))
+    return [v for v in preferred if v in present] + sorted(v for v in present if v not in preferred)
+
+
+def _sort(df: pd.DataFrame) -> pd.DataFrame:
+    rank_model = {m: i for i, m in enumerate(_ordered(df[F.model], MODEL_ORDER))}
+    rank_opt = {o: i for i, o in enumerate(_ordered(df[F.optimizer], OPTIMIZER_ORDER))}
+    keys = pd.DataFrame({"m": df[F.model].map(rank_model), "o": df[F.optimizer].map(rank_opt),
+                         "lr": df[F.lr], "z": df[F.latent_dim], "s": df[F.seed]})
+    return df.loc[keys.sort_values(["m", "o", "lr", "z", "s"], kind="stable").index]
+
+
+def numeric_fields(df: pd.DataFrame) -> list[str]:
+    """Result fields usable as --metric: top-level numbers (not config.*, not the grid's axes)."""
+    return [c for c in df.columns if "." not in c and c not in NOT_METRICS and c != RUN_DIR
+            and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+
+
+def other_settings_that_vary(df: pd.DataFrame) -> list[str]:
+    """config.* keys that differ within one model and optimizer besides lr, latent_dim and seed: runs of
+    different experiments (another data set, max_epochs, ...) would be averaged into one dot."""
+    skip = {"config.lr", "config.latent_dim", "config.seed", "config.resume", "config.trainer.threads",
+            "config.device"}
+    config = [c for c in df.columns if c.startswith("config.") and c not in skip]
+    varying = set()
+    for _, group in df.groupby([F.model, F.optimizer]):
+        varying.update(c for c in config if group[c].astype(str).nunique() > 1)
+    return sorted(varying)
+
+
+
+def successful(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Runs that ended `ok` with a finite value of the metric: the runs the sensitivity numbers use."""
+    return df[(df[F.status] == "ok") & np.isfinite(df[metric].astype(float))]
+
+
+def cells(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """What each dot shows, one row per model x optimizer x lr x latent_dim: the mean and spread of the
+    metric over the seeds that succeeded, their mean epochs, whether any hit the epoch limit, and the
+    count of each failure. Cells whose every run failed are rows too (mean NaN, `failure` set)."""
+    runs = df[list(CELL) + [F.status, F.seed, metric, F.epochs_run]].copy()
+    runs["ok"] = (runs[F.status] == "ok") & np.isfinite(runs[metric].astype(float))
+    runs["value"] = runs[metric].where(runs["ok"]).astype(float)
+    runs["epochs"] = runs[F.epochs_run].where(runs["ok"]).astype(float)
+    converged = df[F.converged] if F.converged in df else pd.Series(True, index=df.index)
+    runs["hit_limit"] = runs["ok"] & (converged != True)  # noqa: E712 - NaN (field absent) is not True
+    for status in FAILED:
+        runs[status] = runs[F.status] == status
+    grouped = runs.groupby(list(CELL), sort=False)
+    out = grouped.agg(runs=(F.status, "size"), n_ok=("ok", "sum"), mean=("value", "mean"), sd=("value", "std"),
+                      epochs=("epochs", "mean"), hit_limit=("hit_limit", "any"),
+                      **{f"n_{s}": (s, "sum") for s in FAILED}).reset_index()
+    out["n_failed"] = out[[f"n_{s}" for s in FAILED]].sum(axis=1)
+    out["spread"] = out["sd"] / out["mean"].abs()  # seed-to-seed sd relative to the mean; NaN for one seed
+    # The failure a cell is marked with: the most frequent one (ties: nan before oom before error).
+    counts = out[[f"n_{s}" for s in FAILED]].to_numpy()
+    out["failure"] = [FAILED[int(np.argmax(c))] if c.sum() else None for c in counts]
+    return out
+
+
+def levels(df: pd.DataFrame) -> dict[str, list]:
+    """The category order on each axis, shared by every figure so that panels line up."""
+    return {"model": _ordered(df[F.model], MODEL_ORDER), "optimizer": _ordered(df[F.optimizer], OPTIMIZER_ORDER),
+            "lr": sorted(df[F.lr].unique()), "latent_dim": sorted(df[F.latent_dim].unique())}
+

@@ -1,0 +1,253 @@
+"""report.md: the summary table, then per model what explains the variation, failures, the best configuration
+and its robustness, seeds against hyper-parameters and reconstruction against the latent space; and how
+every number is computed from results.csv."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from vaebench.aggregate.collect import Scan, cells, levels, successful
+from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
+from vaebench.aggregate.stats import (MODERATE, RECON, STRONG, WITHIN, best_config, direction, eta_squared,
+                                      factor_effects, factors_for, failure_rates, is_balanced, is_log_scale,
+                                      robustness, seed_spread, worse)
+from vaebench.results import F, FAILED
+
+
+def rho_meaning(row: pd.Series) -> str:
+    """One plain sentence per correlation. They agree when the better end of one goes with the better end of the
+    other: rho > 0 for two losses, rho < 0 for RECON (low is good) against a score (high is good)."""
+    metric, rho = row["latent metric"], row["rho"]
+    where = f"The best {RECON} ({row['best recon']}) ranks {row['its rank']} of {row['n']} on {metric} (1 = best)."
+    if not np.isfinite(rho):
+        return f"Too few points or no variation: no correlation. {where}"
+    good = "higher" if worse(metric) < 0 else "lower"
+    bad = "lower" if good == "higher" else "higher"
+    agree = rho * worse(RECON) * worse(metric) > 0
+    strength = "strongly" if abs(rho) >= STRONG else "moderately"
+    if abs(rho) < MODERATE:
+        verdict = f"Weak: {RECON} says little about {metric}."
+    elif agree:
+        verdict = (f"They {strength} agree: lower {RECON} goes with {good} {metric}, so better reconstruction "
+                   "tends to give a better latent space.")
+    else:
+        verdict = (f"They {strength} disagree: lower {RECON} goes with {bad} {metric}, so better reconstruction "
+                   "tends to give a worse latent space.")
+    chance = f" With n = {row['n']} this could be chance (p = {fmt(row['p'], 2)})." if row["p"] >= 0.05 else ""
+    return f"{verdict}{chance if abs(rho) >= MODERATE else ''} {where}"
+
+
+
+def md_table(df: pd.DataFrame, index: bool = False) -> str:
+    """A Markdown table (pandas' to_markdown needs the optional tabulate package)."""
+    if index:
+        df = df.reset_index()
+    text = df.astype(object).map(lambda v: fmt(v, 3) if isinstance(v, float) else str(v))
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in text.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def figure_link(text: str, path: str) -> str:
+    return f"[{text}]({path})" if path.endswith(".pdf") else f"![{text}]({path})"  # Markdown shows no PDF inline
+
+
+def summary(df: pd.DataFrame, all_cells: pd.DataFrame, metric: str, lvl: dict[str, list]) -> pd.DataFrame:
+    """One row per model: the table the command prints and the report opens with."""
+    rows = []
+    for model in lvl[F.model]:
+        runs = df[df[F.model] == model]
+        ok = successful(runs, metric)
+        eta = eta_squared(ok, metric, factors_for(ok)) if len(ok) else {}
+        best = best_config(all_cells[all_cells[F.model] == model], metric)
+        rows.append({"model": model, "runs": len(runs), "ok": int((runs[F.status] == "ok").sum()),
+                     "failed": int(runs[F.status].isin(FAILED).sum()),
+                     "not converged": int(((runs[F.status] == "ok") & (runs.get(F.converged) != True)).sum()),  # noqa: E712
+                     **{f"η² {f}": eta.get(f, math.nan) for f in ("optimizer", "lr", "latent_dim", "seed")},
+                     "best configuration": config_text(best) if best is not None else "—",
+                     f"best {metric}": best["mean"] if best is not None else math.nan})
+    return pd.DataFrame(rows)
+
+
+def rho_table(corr: pd.DataFrame) -> pd.DataFrame:
+    """(model, over) x latent score: rho and its n, the configuration means' row first where there is one."""
+    text = [f"{fmt(r.rho, 2)} (n {r.n})" for r in corr.itertuples()]
+    table = corr.assign(text=text).pivot(index=["model", "over"], columns="latent metric", values="text")
+    rows = list(dict.fromkeys(zip(corr[F.model], corr["over"])))
+    table = table.reindex(index=pd.MultiIndex.from_tuples(rows, names=["model", "over"]),
+                          columns=list(dict.fromkeys(corr["latent metric"])))
+    table.columns.name = None
+    return table.fillna("—")
+
+
+def rho_lines(corr: pd.DataFrame) -> list[str]:
+    """The report's section on one model's correlations: every row, then a sentence per headline row."""
+    if corr.empty:
+        return []
+    table = corr[["latent metric", "over", "n", "rho", "p", "best recon", "its rank"]].rename(
+        columns={"rho": "Spearman ρ", "best recon": f"best {RECON}", "its rank": "its rank on the score"})
+    # The sentence reads the configuration means where they give a rho, else the runs (two configurations
+    # give no rho, but their runs may), and says which.
+    head = corr[np.isfinite(corr["rho"])].drop_duplicates("latent metric")
+    first = corr.drop_duplicates("latent metric")
+    head = pd.concat([head, first[~first["latent metric"].isin(head["latent metric"])]]).sort_index()
+    return (["### Reconstruction against the latent space", "",
+             f"Spearman's rank correlation between {RECON} and each latent score over the successful runs, and with "
+             "several seeds over the configurations' means (the ρ to read: a seed's noise is no configuration's "
+             f"merit). Low {RECON} is good and a high score is good, so **a negative ρ means they agree**.", "",
+             md_table(table), ""]
+            + [f"- **{r['latent metric']}** (ρ = {fmt(r['rho'], 2)} over {r['n']} {r['over']}"
+               + (", too few configurations for their means" if r["over"] == "runs" and (corr["over"] != "runs").any()
+                  else "")
+               + f"): {rho_meaning(r)}" for _, r in head.iterrows()] + [""])
+
+
+def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, model: str, lvl: dict[str, list],
+                  figure: Optional[str], corr: pd.DataFrame) -> list[str]:
+    runs = df[df[F.model] == model]
+    ok = successful(runs, metric)
+    y_name = f"ln({metric})" if is_log_scale(ok[metric], metric) else metric
+    lines = [f"## {model}", ""]
+    if figure:
+        lines += [figure_link(f"{model}: dot-plot", figure), ""]
+
+    lines += [f"### What explains the variation of {y_name}", ""]
+    if len(ok) < 2:
+        lines += ["Fewer than two successful runs: nothing to decompose.", ""]
+    else:
+        factors = factors_for(ok)
+        eta = eta_squared(ok, metric, factors)
+        table = pd.DataFrame({"factor": factors, "levels": [ok[f].nunique() for f in factors],
+                              "η²": [eta[f] for f in factors]})
+        rest = 1 - sum(v for v in eta.values() if np.isfinite(v))
+        table.loc[len(table)] = ["rest (interactions, noise)", "", rest]
+        balanced = is_balanced(ok, factors)
+        lines += [f"Over {len(ok)} successful runs."
+                  + ("" if balanced else " The successful runs do not fill the grid evenly (failed or missing "
+                     "runs), so the factors overlap and the shares need not add up to 1; the rest is only a "
+                     "rough guide."), "", md_table(table), ""]
+
+    lines += ["### Failures", ""]
+    lines += ["Per optimizer:", "", md_table(failure_rates(runs, "optimizer"), index=True), ""]
+    by_lr = failure_rates(runs, "lr")
+    by_lr.index = [fmt_lr(v) for v in by_lr.index]
+    by_lr.index.name = "lr"
+    lines += ["Per learning rate:", "", md_table(by_lr, index=True), ""]
+    hit = runs[(runs[F.status] == "ok") & (runs.get(F.converged) != True)]  # noqa: E712
+    lines += [f"{len(hit)} of {int((runs['status'] == 'ok').sum())} successful runs hit the epoch limit "
+              "without converging.", ""]
+
+    lines += ["### Best configuration and robustness", ""]
+    best = best_config(model_cells, metric)
+    if best is None:
+        lines += ["No configuration in which every run succeeded.", ""]
+    else:
+        seeds = int(best["n_ok"])
+        bound = best["mean"] + worse(metric) * WITHIN * abs(best["mean"])
+        lines += [f"Best: **{config_text(best)}**, {metric} = {fmt(best['mean'])}"
+                  + (f" (mean of {seeds} seeds, {fmt_spread(best, y_name != metric)})" if seeds > 1 else "")
+                  + f", {fmt(best['epochs'], 3)} epochs.", "",
+                  f"Configurations within 10 % of the best ({metric} {'<=' if worse(metric) > 0 else '>='} "
+                  f"{fmt(bound)}) with every run successful, per optimizer:", "",
+                  md_table(robustness(model_cells, best["mean"], lvl[F.optimizer], metric)), ""]
+
+    spread = seed_spread(ok, metric) if len(ok) else None
+    if spread is not None:
+        ratio = spread.config_sd / spread.seed_sd if spread.seed_sd > 0 else math.inf
+        lines += ["### Seeds against hyper-parameters", "",
+                  f"Seed-to-seed sd of {y_name} within a configuration (pooled over {spread.n_cells} "
+                  f"configurations with two or more successful seeds): {fmt(spread.seed_sd, 3)}. "
+                  f"Sd of the configurations' mean {y_name}: {fmt(spread.config_sd, 3)}, "
+                  f"{fmt(ratio, 3)} times the seed sd. "
+                  + ("Hyper-parameters matter more than the seed." if ratio > 1 else
+                     "The seed moves the metric as much as the hyper-parameters: read the dot-plot with care."),
+                  ""]
+        effects = factor_effects(ok, metric)
+        if len(effects):
+            times = effects / spread.seed_sd if spread.seed_sd > 0 else effects * math.inf
+            table = pd.DataFrame({"factor": effects.index, "levels": [ok[f].nunique() for f in effects.index],
+                                  f"effect on {y_name} (largest − smallest level mean)": effects.to_numpy(),
+                                  "× seed sd": times.to_numpy()})
+            lines += ["Each hyper-parameter's effect beside the seed's. A factor whose effect is not well above "
+                      "1 × the seed sd moves the metric no more than rerunning with another seed does.", "",
+                      md_table(table), ""]
+    lines += rho_lines(corr[corr[F.model] == model])
+    return lines
+
+
+METHOD = """## How the numbers are computed
+
+From results.csv (one row per run, already de-duplicated), per model:
+
+- Successful runs: `status == ok` and a finite {metric}. y = ln({metric}) when every successful value is positive,
+  else {metric} itself; a latent score (which can be ≤ 0) is always y itself.
+- η² of a factor (optimizer, lr, latent_dim, and seed when there are several): sum over the factor's levels of
+  n_level × (mean y of the level − mean y)², divided by the sum over the runs of (y − mean y)².
+- Failure rate: runs whose status is nan, oom or error, over all runs of that optimizer or learning rate.
+- A configuration is optimizer × lr × latent_dim; its value is the mean {metric} over its successful seeds. The
+  best configuration is the {extreme} such mean among configurations where every run succeeded. A configuration is
+  within 10 % of it when every run succeeded and its mean is {bound}.
+- Seed sd: sqrt(Σ (y − mean y of its configuration)² / Σ (runs of the configuration − 1)), over configurations with
+  two or more successful seeds. Configuration sd: sample sd of the configurations' mean y. Effect of a factor:
+  largest minus smallest mean y of its levels (over all successful runs of the level), then divided by the seed sd.
+- ± in the figures: sample sd of {metric} over a configuration's successful seeds; on a log colour scale as a
+  share of their mean (±x %), on a linear one as the sd itself.
+"""
+METHOD_RHO = """- Reconstruction against the latent space: `scipy.stats.spearmanr` of {recon} against each latent score, per
+  model, over its `ok` runs where both are finite; with several seeds also over the configurations' means of
+  both (the ρ the sentences use). p is two-sided and not corrected for the several scores. |ρ| ≥ {strong} is
+  called strong, ≥ {moderate} moderate, below that weak. "Its rank": where the configuration (or run) with the
+  lowest {recon} stands when ranked by the score, best first, ties sharing the better rank.
+"""
+
+
+def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metric: str, paths: Sequence[Path],
+                 figures: dict[str, Optional[str]], table: pd.DataFrame, varying: list[str],
+                 corr: pd.DataFrame) -> Path:
+    lvl = levels(df)
+    all_cells = cells(df, metric)
+    lines = ["# vaebench: hyper-parameter sensitivity", "",
+             f"Metric: `{metric}` ({direction(metric)}). Read from {', '.join(f'`{p}`' for p in paths)}: "
+             f"{len(scanned.results)} result files, {len(df)} runs after de-duplication"
+             + (f" ({dropped} older or superseded results of the same configuration dropped)" if dropped else "")
+             + ". All numbers below can be recomputed from `results.csv` (see the end).", ""]
+    unreadable = len(scanned.corrupt) + len(scanned.partial) + len(scanned.missing)
+    if unreadable:
+        lines += [f"**Not counted:** {len(scanned.corrupt)} corrupt result files, {len(scanned.partial)} interrupted "
+                  f"writes, {len(scanned.missing)} runs without a result yet (running or killed); listed at the end.",
+                  ""]
+    if varying:
+        lines += [f"**Warning:** settings other than the grid differ between runs of one model and optimizer "
+                  f"({', '.join(varying)}); such runs share a dot. Aggregate one experiment at a time, or filter "
+                  "results.csv.", ""]
+    lines += ["## Summary", "", md_table(table), ""]
+    if not corr.empty:
+        lines += [f"Does the best reconstruction give the best latent space? Spearman ρ between {RECON} and each "
+                  "latent score (negative: they agree; details and what each means under each model):", "",
+                  md_table(rho_table(corr), index=True), ""]
+    if figures.get("overview"):
+        lines += [figure_link("all models", figures["overview"]), ""]
+    for model in lvl[F.model]:
+        lines += model_section(df, all_cells[all_cells[F.model] == model], metric, model, lvl, figures.get(model),
+                               corr)
+    lower = worse(metric) > 0
+    lines += [METHOD.format(metric=metric, extreme="lowest" if lower else "highest",
+                            bound="at most best + 0.1 × |best|" if lower else "at least best − 0.1 × |best|")]
+    if not corr.empty:
+        lines[-1] += METHOD_RHO.format(recon=RECON, strong=STRONG, moderate=MODERATE)
+    if unreadable:
+        lines += ["## Not counted", ""]
+        lines += [f"- corrupt: `{p}` ({why})" for p, why in scanned.corrupt]
+        lines += [f"- interrupted write: `{p}`" for p in scanned.partial]
+        lines += [f"- no result yet: `{p}`" for p in scanned.missing]
+        lines += [""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+

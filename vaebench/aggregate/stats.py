@@ -1,0 +1,176 @@
+"""The report's numbers, each a small pure function of the runs table or the cells: variance shares (η²),
+failure rates, the best configuration and its robustness, seeds against hyper-parameters, and the rank
+correlation of reconstruction with the latent scores."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from vaebench.aggregate.collect import AXES, levels
+from vaebench.aggregate.fmt import config_text
+from vaebench.results import BOUNDED_SCORES, F, FAILED, HIGHER_IS_BETTER, LATENT_SCORES
+
+WITHIN = 0.10  # robustness: a configuration within 10 % of the best one
+# Bounded scores, and ARI and silhouette can be <= 0 (worse than chance): never on a log scale, not even when a
+# sweep's values happen to be positive, so that every sweep's figure and numbers read the same way.
+LINEAR = BOUNDED_SCORES
+RECON = F.val_recon_mse  # the reconstruction loss that the latent scores are compared with: it compares across models
+STRONG, MODERATE = 0.7, 0.4  # |Spearman rho| from which a relation is called strong / moderate (conventional cut-offs)
+
+
+
+def is_log_scale(values: pd.Series, metric: str) -> bool:
+    """ln(metric) only when every value is positive (losses can be negative) and the metric is not a score
+    that can be <= 0; else the metric itself."""
+    return metric not in LINEAR and len(values) > 0 and bool((values > 0).all())
+
+
+def analysed(values: pd.Series, metric: str) -> pd.Series:
+    values = values.astype(float)
+    return np.log(values) if is_log_scale(values, metric) else values
+
+
+def eta_squared(ok: pd.DataFrame, metric: str, factors: Sequence[str]) -> dict[str, float]:
+    """Main-effects variance decomposition: for each factor, the share of the total sum of squares of
+    y = ln(metric) that lies between its levels, SS_between / SS_total, with SS_between = sum over levels
+    of n_level * (mean_level - mean)^2. On a balanced grid the shares and the rest (interactions and
+    noise) add up to 1."""
+    y = analysed(ok[metric], metric)
+    total = float(((y - y.mean()) ** 2).sum())
+    shares = {}
+    for f in factors:
+        by = y.groupby(ok[f])
+        between = float((by.size() * (by.mean() - y.mean()) ** 2).sum())
+        shares[f] = between / total if total > 0 else math.nan
+    return shares
+
+
+def is_balanced(ok: pd.DataFrame, factors: Sequence[str]) -> bool:
+    """Every combination of the factors' levels holds the same number of successful runs."""
+    full = math.prod(ok[f].nunique() for f in factors)
+    sizes = ok.groupby(list(factors)).size()
+    return len(sizes) == full and sizes.nunique() == 1
+
+
+def failure_rates(runs: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Per level of `by`: runs, each ending, and the share that did not end `ok`."""
+    table = pd.crosstab(runs[by], runs[F.status]).reindex(columns=["ok", *FAILED], fill_value=0)
+    table.insert(0, "runs", table.sum(axis=1))
+    table["failure rate"] = 1 - table["ok"] / table["runs"]
+    return table
+
+
+def worse(metric: str) -> int:
+    """+1 when a larger value of the metric is worse (losses), -1 when it is better (latent scores)."""
+    return -1 if metric in HIGHER_IS_BETTER else 1
+
+
+def best_config(model_cells: pd.DataFrame, metric: str) -> Optional[pd.Series]:
+    """The cell with the best mean metric among cells where every run (every seed) succeeded."""
+    clean = model_cells[model_cells["n_ok"] == model_cells["runs"]]
+    return None if clean.empty else clean.loc[(worse(metric) * clean["mean"]).idxmin()]
+
+
+def within_best(model_cells: pd.DataFrame, best: float, metric: str) -> pd.Series:
+    """Cells that count as robust: every run succeeded and the mean is within 10 % of the best."""
+    s = worse(metric)
+    return (model_cells["n_ok"] == model_cells["runs"]) & (s * model_cells["mean"] <= s * best + WITHIN * abs(best))
+
+
+def robustness(model_cells: pd.DataFrame, best: float, optimizers: Sequence[str], metric: str) -> pd.DataFrame:
+    rows = []
+    for opt in optimizers:
+        c = model_cells[model_cells[F.optimizer] == opt]
+        if c.empty:
+            continue
+        near = int(within_best(c, best, metric).sum())
+        own = best_config(c, metric)
+        rows.append({"optimizer": opt, "configurations": len(c), "with a failure": int((c["n_failed"] > 0).sum()),
+                     "its best": own["mean"] if own is not None else math.nan, "within 10 %": near,
+                     "share": near / len(c)})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class SeedSpread:
+    seed_sd: float  # pooled within-configuration sd of y across seeds
+    config_sd: float  # sd of the configurations' mean y
+    n_cells: int  # configurations with two or more successful seeds
+
+
+def seed_spread(ok: pd.DataFrame, metric: str) -> Optional[SeedSpread]:
+    """Seeds against hyper-parameters, both as a standard deviation of y = ln(metric)."""
+    y = analysed(ok[metric], metric)
+    by = y.groupby([ok[c] for c in AXES])
+    sizes = by.size()
+    if (sizes >= 2).sum() == 0:
+        return None
+    within = float(((y - by.transform("mean")) ** 2).sum())
+    dof = int((sizes - 1).sum())
+    means = by.mean()
+    return SeedSpread(seed_sd=math.sqrt(within / dof), config_sd=float(means.std()) if len(means) > 1 else math.nan,
+                      n_cells=int((sizes >= 2).sum()))
+
+
+def factor_effects(ok: pd.DataFrame, metric: str) -> pd.Series:
+    """Per hyper-parameter with two or more levels: max − min of its levels' mean y, in the units of y like the
+    seed sd, so that the report can set each one's effect beside seed-to-seed variation."""
+    y = analysed(ok[metric], metric)
+    return pd.Series({f: float(np.ptp(y.groupby(ok[f]).mean())) for f in AXES if ok[f].nunique() > 1}, dtype=float)
+
+
+def spearman(x: pd.Series, y: pd.Series) -> tuple[float, float]:
+    """Spearman's rho and its two-sided p; NaN for fewer than 3 points (2 points give ±1 whatever they are)
+    or when either side does not vary."""
+    if len(x) < 3 or x.nunique() < 2 or y.nunique() < 2:
+        return math.nan, math.nan
+    result = stats.spearmanr(x, y)
+    return float(result.statistic), float(result.pvalue)
+
+
+def recon_vs_latent(df: pd.DataFrame) -> pd.DataFrame:
+    """Does the best reconstruction give the best latent space? Per model and latent score present, Spearman's
+    rank correlation between RECON and the score over the successful runs that have both. With several seeds
+    also over the configurations' means (first row: the seed's noise is no configuration's merit). Each row
+    says where the unit with the best RECON ranks on the score (1 = best). Empty when no run has a score."""
+    columns = ["model", "latent metric", "over", "n", "rho", "p", "best recon", "its rank"]
+    rows = []
+    present = [m for m in LATENT_SCORES if m in df]
+    if RECON not in df or not present:
+        return pd.DataFrame(rows, columns=columns)
+    for model in levels(df)[F.model]:
+        runs = df[(df[F.model] == model) & (df[F.status] == "ok")]
+        for metric in present:
+            both = runs[np.isfinite(runs[RECON].astype(float)) & np.isfinite(runs[metric].astype(float))]
+            if both.empty:
+                continue
+            both = both.astype({RECON: float, metric: float})
+            units = [("runs", both.reset_index(drop=True))]
+            if both.groupby(list(AXES)).size().max() > 1:
+                means = both.groupby(list(AXES), as_index=False)[[RECON, metric]].mean()
+                units.insert(0, ("configuration means", means))
+            for over, data in units:
+                rho, p = spearman(data[RECON], data[metric])
+                top = data.loc[data[RECON].idxmin()]
+                rank = (worse(metric) * data[metric]).rank(method="min")[top.name]
+                label = config_text(top) + (f", seed {int(top['seed'])}" if over == "runs" else "")
+                rows.append({"model": model, "latent metric": metric, "over": over, "n": len(data), "rho": rho,
+                             "p": p, "best recon": label, "its rank": int(rank)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+
+def direction(metric: str) -> str:
+    return "lower is better" if worse(metric) > 0 else "higher is better"
+
+
+def factors_for(ok: pd.DataFrame) -> list[str]:
+    return list(AXES) + ([F.seed] if ok[F.seed].nunique() > 1 else [])
+
+

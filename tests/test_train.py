@@ -264,3 +264,21 @@ def test_split_seed_fixes_the_split_across_seeds():
 
     assert split_seed(validate(make_config("seed=4"))) == 4  # null: the run's seed, as before
     assert split_seed(validate(make_config("seed=4", "data.split_seed=0"))) == 0
+
+
+def test_the_chosen_option_of_a_group_is_part_of_the_hash():
+    """Every option's schema has its own name as default: vae and iwae, adam and sgd, each at its defaults,
+    are still different runs (they were one identity, so the aggregate kept one of them)."""
+    from omegaconf import OmegaConf
+
+    from vaebench.config import schema_defaults
+    from vaebench.results import config_hash
+
+    def ident(*overrides):
+        cfg = make_config(*overrides)
+        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        return config_hash(resolved, schema_defaults(validate(cfg)))
+
+    hashes = {ident(f"model={m}", f"optimizer={o}") for m in ("vae", "iwae") for o in ("adam", "sgd")}
+    assert len(hashes) == 4
+    assert ident("model=vae", "optimizer=adam") == ident("model=vae", "optimizer=adam")

@@ -141,6 +141,9 @@ def schema_defaults(typed: Config) -> dict[str, Any]:
     top = defaults(Config)
     for group in ("model", "optimizer", "data", "trainer"):
         top[group] = defaults(type(getattr(typed, group)))
+        # The option chosen (which model, optimizer, data source) is always part of the identity: each
+        # option's schema has its own name as default, so left to the rule above, sgd would hash as adam.
+        top[group].pop("name", None)
     return top
 
 

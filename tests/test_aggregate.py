@@ -83,6 +83,14 @@ def test_resumed_sweep_keeps_newest_finished_result(tmp_path):
     assert df.loc[df["status"] == "ok", "val_recon_mse"].item() == 0.3
 
 
+def test_one_hash_for_different_runs_keeps_both(tmp_path):
+    # Results written while config_hash left out each group's chosen option: adam and sgd shared a hash.
+    write_run(tmp_path, "adam", config_hash="same", val_recon_mse=0.2)
+    write_run(tmp_path, "sgd", optimizer="sgd", config_hash="same", val_recon_mse=0.3)
+    df, dropped = agg.tabulate(agg.scan([tmp_path]).results)
+    assert dropped == 0 and sorted(df["optimizer"]) == ["adam", "sgd"]
+
+
 def test_overlapping_paths_count_a_run_once(tmp_path):
     run = write_run(tmp_path / "sweep", "a")
     found = agg.scan([tmp_path, tmp_path / "sweep", run / "result.json"])

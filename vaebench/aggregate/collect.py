@@ -114,8 +114,13 @@ def tabulate(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
     # A resumed sweep written to another dir leaves several results for one configuration. Keep one per
     # config_hash: a finished one (ok/nan/oom) before an `error` (resume retries errors, so an error is
     # superseded by any finished run), and among those the newest, by finished_at (file mtime if absent).
-    # A result without config_hash (not written by vaebench.task) is its own identity: its run dir.
-    identity = df[F.config_hash].fillna(df[RUN_DIR])
+    # A result without config_hash (not written by vaebench.task) is its own identity: its run dir. The swept
+    # values and the data fingerprint join the hash: results written before the fix of config_hash gave
+    # vae/iwae and adam/sgd at their defaults one hash, and those are different runs.
+    identity = df[F.config_hash].fillna(df[RUN_DIR]).astype(str)
+    for key in (*IDENTITY, F.data_fingerprint):
+        if key in df:
+            identity = identity + "|" + df[key].astype(str)
     finished = df[F.status].isin(FINISHED)
     when = df[F.finished_at].fillna(df["_mtime"]) if F.finished_at in df else df["_mtime"]
     order = pd.DataFrame({"identity": identity, "finished": finished, "when": when, "i": range(len(df))})

@@ -394,6 +394,100 @@ def test_figures_are_files_that_open(tmp_path):
     assert "![vae: dot-plot](dotplot_vae.png)" in report and "![all models](overview.png)" in report
 
 
+# ------------------------------------------------------------------------------------------ did the models learn?
+
+def md_tables(report: str) -> list[pd.DataFrame]:
+    """Every Markdown table of a report, as text cells (header row = columns)."""
+    tables, rows = [], []
+    for line in report.splitlines() + [""]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+        elif rows:
+            tables.append(pd.DataFrame(rows[2:], columns=rows[0]))
+            rows = []
+    return tables
+
+
+def sections(report: str) -> list[str]:
+    return [line[3:] for line in report.splitlines() if line.startswith("## ")]
+
+
+def baseline_grid(root: Path) -> None:
+    """Schema 2: vae learns in half its runs, iwae in none (every run near or above the mean predictor)."""
+    vae = [(1e-3, 10, 0.50, 1.5, 10, False), (1e-3, 50, 0.90, 3.0, 8, False), (1e-2, 10, 0.96, 4.0, 2, False),
+           (1e-2, 50, 1.02, 5.0, 0, True)]
+    for lr, z, vs_mean, vs_pca, active, collapsed in vae:
+        write_run(root, f"vae_{lr}_{z}", schema=2, lr=lr, latent_dim=z, recon_vs_mean=vs_mean, recon_vs_pca=vs_pca,
+                  val_recon_mse=0.1 * vs_mean, active_units=active, collapsed=collapsed,
+                  latent_ari=0.6, latent_ari_untrained=0.4 if z == 10 else 0.7, latent_ari_pca=0.5)
+    for lr in (1e-3, 1e-2):
+        write_run(root, f"iwae_{lr}", schema=2, model="iwae", lr=lr, recon_vs_mean=1.0, recon_vs_pca=6.0,
+                  val_recon_mse=0.1, active_units=0, collapsed=True, latent_ari=0.3, latent_ari_untrained=0.4,
+                  latent_ari_pca=0.5)
+    write_run(root, "iwae_failed", schema=2, model="iwae", lr=1e-1, status="nan")
+
+
+def test_did_the_models_learn_in_numbers(tmp_path):
+    baseline_grid(tmp_path)
+    df = table(tmp_path)
+    learned = agg.learning(df).set_index("model")
+    share = next(c for c in learned.columns if c.startswith("share"))
+    assert learned.loc["vae", ["ok runs", share, "collapsed", "median active units"]].tolist() == [4, 0.5, 1, 5]
+    assert learned.loc["vae", ["best recon_vs_mean", "at", "best recon_vs_pca", "at latent"]].tolist() == [
+        0.5, "adam, lr 1e-3, latent 10", 1.5, 10]
+    assert learned.loc["iwae", ["ok runs", share, "collapsed", "median active units"]].tolist() == [2, 0, 2, 0]
+    refs = agg.latent_against_references(df).set_index("model")
+    assert refs.loc["vae", ["latent score", "runs", "trained", "untrained", "pca", "trained > untrained"]].tolist() == [
+        "latent_ari", 4, 0.6, 0.55, 0.5, 0.5]
+    assert refs.loc["iwae", "trained > untrained"] == 0
+
+
+def test_report_opens_with_did_the_models_learn(tmp_path, capsys):
+    baseline_grid(tmp_path / "runs")
+    agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert "metric: recon_vs_mean" in capsys.readouterr().out  # the default when every ok run has baselines
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert sections(report)[:2] == ["Did the models learn?", "Summary"]
+    learned, refs = md_tables(report)[:2]
+    assert learned[["model", "ok runs", "collapsed"]].values.tolist() == [["vae", "4", "1"], ["iwae", "2", "2"]]
+    assert refs["model"].tolist() == ["vae", "iwae"] and refs["trained > untrained"].tolist() == ["0.5", "0"]
+    section = report.split("## Did the models learn?")[1].split("## Summary")[0]
+    assert "**iwae:" in section and "**vae:" not in section  # only the model that never learned is called out
+    summary = md_tables(report)[2]
+    assert summary.columns[-1] == "best recon_vs_mean"
+
+
+def test_dots_coloured_by_the_ratio_to_the_mean_predictor_and_collapse_marked(tmp_path):
+    baseline_grid(tmp_path)
+    df = table(tmp_path)
+    metric = agg.default_metric(df)
+    assert metric == "recon_vs_mean"
+    fig = agg.plot_model(agg.cells(df, metric), agg.levels(df), "vae", metric)
+    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    low, high = sorted(bar.get_ylim())
+    assert low < 0.5 and high > 1.0  # the mean predictor (1) is on the bar although every dot of vae is below it...
+    assert any(list(line.get_ydata()) == [1.0, 1.0] for line in bar.get_lines())  # ...and drawn as a line
+    assert markers(fig)["vae · adam|collapsed"] == [(1, 1)]  # lr 1e-2, latent 50
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert agg.COLLAPSED_LABEL in legend
+    agg.plt.close(fig)
+
+
+def test_results_without_baselines_aggregate_as_before(tmp_path):
+    write_run(tmp_path / "old", "a", collapsed=None)
+    write_run(tmp_path / "old", "b", lr=1e-2, val_recon_mse=0.2)
+    df = table(tmp_path / "old")
+    assert agg.default_metric(df) == "val_recon_mse" and not agg.has_baselines(df)
+    assert agg.cells(df, "val_recon_mse")["n_collapsed"].tolist() == [0, 0]
+    # A mix of old and new results: the ratio is not in every run, so the default stays val_recon_mse.
+    baseline_grid(tmp_path / "mixed")
+    write_run(tmp_path / "mixed", "old", seed=5)
+    assert agg.default_metric(table(tmp_path / "mixed")) == "val_recon_mse"
+    agg.main([str(tmp_path / "old"), "--out", str(tmp_path / "out")])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Metric: `val_recon_mse`" in report and sections(report)[0] == "Summary"
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 def test_corrupt_and_unfinished_results_are_reported_and_skipped(tmp_path, capsys):

@@ -9,20 +9,21 @@ Small pure steps, each testable on its own, one module per job:
 Every number in report.md is recomputable from results.csv: see "How the numbers are computed" in the report.
 """
 
-from vaebench.aggregate.cli import FORMATS, PROG, aggregate, main, parse_args
+from vaebench.aggregate.cli import FORMATS, PROG, aggregate, default_metric, main, parse_args
 from vaebench.aggregate.collect import (AXES, CELL, Scan, cells, levels, numeric_fields, other_settings_that_vary,
                                         scan, successful, tabulate)
 from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
-from vaebench.aggregate.plots import FAILURE_LABELS, FAILURE_MARKERS, plot_model, plot_overview, plt
+from vaebench.aggregate.plots import COLLAPSED_LABEL, FAILURE_LABELS, FAILURE_MARKERS, plot_model, plot_overview, plt
 from vaebench.aggregate.report import md_table, rho_lines, rho_meaning, rho_table, summary, write_report
 from vaebench.aggregate.stats import (best_config, eta_squared, factor_effects, factors_for, failure_rates,
-                                      is_balanced, recon_vs_latent, robustness, seed_spread, spearman, within_best,
-                                      worse)
+                                      has_baselines, is_balanced, latent_against_references, learning,
+                                      recon_vs_latent, robustness, seed_spread, spearman, within_best, worse)
 from vaebench.results import LATENT_SCORES
 
-__all__ = ["AXES", "CELL", "FAILURE_LABELS", "FAILURE_MARKERS", "FORMATS", "LATENT_SCORES", "PROG", "Scan",
-           "aggregate", "best_config", "cells", "config_text", "eta_squared", "factor_effects", "factors_for",
-           "failure_rates", "fmt", "fmt_lr", "fmt_spread", "is_balanced", "levels", "main", "md_table",
+__all__ = ["AXES", "CELL", "COLLAPSED_LABEL", "FAILURE_LABELS", "FAILURE_MARKERS", "FORMATS", "LATENT_SCORES", "PROG", "Scan",
+           "aggregate", "best_config", "cells", "config_text", "default_metric", "eta_squared", "factor_effects", "factors_for",
+           "failure_rates", "fmt", "fmt_lr", "fmt_spread", "has_baselines", "is_balanced", "latent_against_references",
+           "learning", "levels", "main", "md_table",
            "numeric_fields", "other_settings_that_vary", "parse_args", "plot_model", "plot_overview", "plt",
            "recon_vs_latent", "rho_lines", "rho_meaning", "rho_table", "robustness", "scan", "seed_spread",
            "spearman", "successful", "summary", "tabulate", "within_best", "worse", "write_report"]

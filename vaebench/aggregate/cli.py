@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from vaebench.aggregate.collect import cells, levels, numeric_fields, other_settings_that_vary, scan, successful, \
     tabulate
 from vaebench.aggregate.plots import plot_model, plot_overview, save
 from vaebench.aggregate.report import md_table, rho_table, summary, write_report
-from vaebench.aggregate.stats import RECON, recon_vs_latent
+from vaebench.aggregate.stats import RECON, has_baselines, learning, recon_vs_latent
 from vaebench.errors import UserError
 from vaebench.results import F, RESULT_FILE
 
@@ -21,8 +22,18 @@ PROG = "vaebench-aggregate"
 FORMATS = ("png", "svg", "pdf")
 
 
-def aggregate(paths: Sequence[Path], out: Path, metric: str, formats: Sequence[str]) -> pd.DataFrame:
-    """The whole command; UserError for what the user can fix. Returns the summary table it printed."""
+def default_metric(df: pd.DataFrame) -> str:
+    """recon_vs_mean when every successful run recorded it (one scale that means the same on every data set:
+    1 = the mean predictor), else val_recon_mse (results of schema 1, or a mix)."""
+    ok = df[(df[F.status] == "ok") & np.isfinite(df[F.val_recon_mse].astype(float))]
+    if F.recon_vs_mean in ok and len(ok) and np.isfinite(ok[F.recon_vs_mean].astype(float)).all():
+        return F.recon_vs_mean
+    return F.val_recon_mse
+
+
+def aggregate(paths: Sequence[Path], out: Path, metric: Optional[str], formats: Sequence[str]) -> pd.DataFrame:
+    """The whole command; UserError for what the user can fix. Returns the summary table it printed.
+    metric None: default_metric."""
     for p in paths:
         if not p.exists():
             raise UserError(f"no such file or directory: {p}")
@@ -34,6 +45,9 @@ def aggregate(paths: Sequence[Path], out: Path, metric: str, formats: Sequence[s
                         f"({len(scanned.missing) + len(scanned.partial)} runs without a result yet, "
                         f"{len(scanned.corrupt)} corrupt)")
     df, dropped = tabulate(scanned.results)
+    if metric is None:
+        metric = default_metric(df)
+        print(f"metric: {metric} (the default for these results; --metric to choose another)")
     fields = numeric_fields(df)
     if metric not in fields:
         raise UserError(f"--metric {metric}: not a numeric result field; use one of {', '.join(fields)}")
@@ -59,6 +73,9 @@ def aggregate(paths: Sequence[Path], out: Path, metric: str, formats: Sequence[s
     report = write_report(out, scanned, df, dropped, metric, paths, figures, table, other_settings_that_vary(df),
                           corr)
 
+    if has_baselines(df):
+        print(f"Did the models learn? ({F.recon_vs_mean}: 1 = the mean predictor; details in report.md)")
+        print(md_table(learning(df)) + "\n")
     print(md_table(table))
     if not corr.empty:
         print(f"\nSpearman rho, {RECON} against latent scores (negative: better reconstruction, better latent space):")
@@ -81,10 +98,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="run or sweep directories (searched at any depth), or result.json files")
     parser.add_argument("--out", type=Path, help="output directory (default: <first PATH>/aggregate)")
-    parser.add_argument("--metric", default="val_recon_mse",
-                        help="numeric result field to compare (default: val_recon_mse); lower is better, except "
-                        "for the latent-space scores latent_ari, latent_nmi, latent_silhouette, "
-                        "latent_probe_balanced_accuracy")
+    parser.add_argument("--metric", help="numeric result field to compare (default: recon_vs_mean, the ratio to "
+                        "the mean predictor, when every successful run recorded it, else val_recon_mse); lower is "
+                        "better, except for the latent-space scores latent_ari, latent_nmi, latent_silhouette, "
+                        "latent_probe_balanced_accuracy and active_units")
     parser.add_argument("--format", default="png", help="figure formats, comma-separated from png,svg,pdf "
                         "(default: png)")
     args = parser.parse_args(argv)

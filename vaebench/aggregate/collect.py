@@ -179,19 +179,22 @@ def successful(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def cells(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """What each dot shows, one row per model x optimizer x lr x latent_dim: the mean and spread of the
-    metric over the seeds that succeeded, their mean epochs, whether any hit the epoch limit, and the
-    count of each failure. Cells whose every run failed are rows too (mean NaN, `failure` set)."""
+    metric over the seeds that succeeded, their mean epochs, whether any hit the epoch limit or was marked
+    collapsed, and the count of each failure. Cells whose every run failed are rows too (mean NaN, `failure` set)."""
     runs = df[list(CELL) + [F.status, F.seed, metric, F.epochs_run]].copy()
     runs["ok"] = (runs[F.status] == "ok") & np.isfinite(runs[metric].astype(float))
     runs["value"] = runs[metric].where(runs["ok"]).astype(float)
     runs["epochs"] = runs[F.epochs_run].where(runs["ok"]).astype(float)
     converged = df[F.converged] if F.converged in df else pd.Series(True, index=df.index)
     runs["hit_limit"] = runs["ok"] & (converged != True)  # noqa: E712 - NaN (field absent) is not True
+    collapsed = df[F.collapsed] if F.collapsed in df else pd.Series(False, index=df.index)
+    runs["collapsed"] = runs["ok"] & collapsed.eq(True)  # null (older results, failed runs) is not collapsed
     for status in FAILED:
         runs[status] = runs[F.status] == status
     grouped = runs.groupby(list(CELL), sort=False)
     out = grouped.agg(runs=(F.status, "size"), n_ok=("ok", "sum"), mean=("value", "mean"), sd=("value", "std"),
                       epochs=("epochs", "mean"), hit_limit=("hit_limit", "any"),
+                      n_collapsed=("collapsed", "sum"),
                       **{f"n_{s}": (s, "sum") for s in FAILED}).reset_index()
     out["n_failed"] = out[[f"n_{s}" for s in FAILED]].sum(axis=1)
     out["spread"] = out["sd"] / out["mean"].abs()  # seed-to-seed sd relative to the mean; NaN for one seed

@@ -32,6 +32,11 @@ FAILURE_MARKERS = {"nan": dict(marker="X", facecolor="black", edgecolor="black")
 FAILURE_LABELS = {"nan": "nan: loss or weights became NaN/Inf", "oom": "oom: out of memory",
                   "error": "error: any other exception"}
 CMAP = "viridis"  # perceptually uniform and colour-blind safe
+# Ratios to a baseline: 1 (no better than the baseline) is always on the colour bar, drawn as a line, so that
+# a figure says at a glance whether anything beat it, whatever the data set.
+REFERENCE_LINES = {F.recon_vs_mean: "1 = mean predictor", F.recon_vs_pca: "1 = PCA"}
+COLLAPSED = dict(marker="_", s=150, linewidths=2.5, color="black")  # a bar across the dot: flat, did not learn
+COLLAPSED_LABEL = "bar across a dot: a run collapsed\n(recon_vs_mean ≥ 0.98 or no active unit)"
 
 
 class PlainLogFormatter(LogFormatter):
@@ -65,6 +70,8 @@ def scales_for(figure_cells: pd.DataFrame, metric: str) -> Scales:
     values = figure_cells["mean"].dropna()
     log = is_log_scale(values, metric)
     lo, hi = (values.min(), values.max()) if len(values) else (1.0, 1.0)
+    if metric in REFERENCE_LINES:  # 1 inside the bar, with room on both sides for its line
+        lo, hi = min(lo, 1 / 1.15), max(hi, 1.15)
     if lo == hi:  # a single value still needs a scale that contains it
         lo, hi = (lo / 1.1, hi * 1.1) if log else (lo - 1, hi + 1)
     epochs = figure_cells["epochs"].dropna()
@@ -84,6 +91,9 @@ def draw_panel(ax, panel_cells: pd.DataFrame, lvl: dict[str, list], scales: Scal
                    s=scales.size(dots["epochs"]),
                    edgecolors=np.where(dots["hit_limit"], "black", "white"),
                    linewidths=np.where(dots["hit_limit"], 2.0, 0.5), zorder=3, label="ok")
+    collapsed = dots[dots["n_collapsed"] > 0]
+    if len(collapsed):
+        ax.scatter(collapsed["x"], collapsed["y"], zorder=4, label="collapsed", **COLLAPSED)
     for status, style in FAILURE_MARKERS.items():
         alone = c[(c["n_ok"] == 0) & (c["failure"] == status)]  # every run of the cell failed
         mixed = c[(c["n_ok"] > 0) & (c[f"n_{status}"] > 0)]  # some seeds failed: a small mark beside the dot
@@ -110,6 +120,9 @@ def legend_handles(figure_cells: pd.DataFrame, scales: Scales) -> list:
         for e in sorted({int(round(v)) for v in np.linspace(epochs.min(), epochs.max(), 3)}):
             handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="0.6", markeredgecolor="white",
                                   markersize=math.sqrt(float(scales.size(e))), label=f"{e} epochs"))
+    if figure_cells["n_collapsed"].any():
+        handles.append(Line2D([], [], ls="", marker=COLLAPSED["marker"], color=COLLAPSED["color"], markersize=12,
+                              markeredgewidth=COLLAPSED["linewidths"], label=COLLAPSED_LABEL))
     if figure_cells["hit_limit"].any():
         handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="0.6", markeredgecolor="black",
                               markeredgewidth=2, markersize=10, label="hit epoch limit, not converged"))
@@ -147,7 +160,12 @@ def _grid_figure(figure_cells: pd.DataFrame, lvl: dict[str, list], rows: list[st
         mappable = plt.cm.ScalarMappable(norm=scales.norm, cmap=scales.cmap)
         bar = fig.colorbar(mappable, ax=axes, shrink=0.9 if len(rows) > 1 else 1.0, pad=0.02)
         # Two lines: one is longer than a one-row figure is tall.
-        bar.set_label(f"mean {metric}\n({scale_text(figure_cells['mean'].dropna(), metric, scales.log)})")
+        scale = scale_text(figure_cells["mean"].dropna(), metric, scales.log)
+        if metric in REFERENCE_LINES:
+            scale += f"; line: {REFERENCE_LINES[metric]}"
+        bar.set_label(f"mean {metric}\n({scale})")
+        if metric in REFERENCE_LINES:
+            bar.ax.axhline(1.0, color="black", linewidth=2)
         if scales.log:
             bar.ax.yaxis.set_major_formatter(PlainLogFormatter())
             bar.ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))

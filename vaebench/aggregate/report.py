@@ -13,9 +13,10 @@ import pandas as pd
 
 from vaebench.aggregate.collect import Scan, cells, levels, successful
 from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
-from vaebench.aggregate.stats import (MODERATE, RECON, STRONG, WITHIN, best_config, direction, eta_squared,
-                                      factor_effects, factors_for, failure_rates, is_balanced, is_log_scale,
-                                      robustness, seed_spread, worse)
+from vaebench.aggregate.stats import (LEARNED, MODERATE, RECON, STRONG, WITHIN, best_config, direction,
+                                      eta_squared, factor_effects, factors_for, failure_rates, has_baselines,
+                                      is_balanced, is_log_scale, latent_against_references, learning, robustness,
+                                      seed_spread, worse)
 from vaebench.results import F, FAILED
 
 
@@ -198,12 +199,41 @@ From results.csv (one row per run, already de-duplicated), per model:
 - ± in the figures: sample sd of {metric} over a configuration's successful seeds; on a log colour scale as a
   share of their mean (±x %), on a linear one as the sd itself.
 """
+METHOD_LEARNED = """- Did the models learn: over each model's `ok` runs that recorded baselines, the share with
+  `recon_vs_mean` ≤ {learned} (val_recon_mse at least 5 % below the mean predictor's on the run's own split),
+  the count with `collapsed` true, the median of `active_units`, and the lowest `recon_vs_mean` and
+  `recon_vs_pca`. Latent scores: medians over the `ok` runs of `latent_*`, `latent_*_untrained` and
+  `latent_*_pca`; "trained > untrained" is the share of runs whose trained score exceeds its untrained one.
+"""
 METHOD_RHO = """- Reconstruction against the latent space: `scipy.stats.spearmanr` of {recon} against each latent score, per
   model, over its `ok` runs where both are finite; with several seeds also over the configurations' means of
   both (the ρ the sentences use). p is two-sided and not corrected for the several scores. |ρ| ≥ {strong} is
   called strong, ≥ {moderate} moderate, below that weak. "Its rank": where the configuration (or run) with the
   lowest {recon} stands when ranked by the score, best first, ties sharing the better rank.
 """
+
+
+def learning_lines(df: pd.DataFrame) -> list[str]:
+    """The section report.md opens with when the runs recorded baselines: did each model learn at all?"""
+    if not has_baselines(df):
+        return []
+    table = learning(df)
+    lines = ["## Did the models learn?", "",
+             f"Each run against trivial baselines on its own split: `{F.recon_vs_mean}` is val_recon_mse over the "
+             "error of predicting each gene's training mean (1 = no better than that constant; posterior collapse "
+             f"ends near 1), `{F.recon_vs_pca}` over the error of PCA with as many components as the latent size. "
+             f"Over each model's `ok` runs; a run counts as learned at `{F.recon_vs_mean}` ≤ {LEARNED:g}.", "",
+             md_table(table), ""]
+    share = f"share ≤ {LEARNED:g} × mean predictor"
+    for _, row in table[table[share] == 0].iterrows():
+        lines += [f"**{row['model']}: no run beats the mean predictor by 5 %.** Its sensitivity numbers below "
+                  "compare runs that did not learn (collapsed), not models that learned.", ""]
+    refs = latent_against_references(df)
+    if not refs.empty:
+        lines += ["Latent scores, median over `ok` runs, against the same network untrained (same seed and latent "
+                  "size) and PCA with k = latent size. A trained score no better than the untrained one is "
+                  "structure already in the data, not learning.", "", md_table(refs), ""]
+    return lines
 
 
 def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metric: str, paths: Sequence[Path],
@@ -221,6 +251,7 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
         lines += [f"**Not counted:** {len(scanned.corrupt)} corrupt result files, {len(scanned.partial)} interrupted "
                   f"writes, {len(scanned.missing)} runs without a result yet (running or killed); listed at the end.",
                   ""]
+    lines += learning_lines(df)
     if varying:
         lines += [f"**Warning:** settings other than the grid differ between runs of one model and optimizer "
                   f"({', '.join(varying)}); such runs share a dot. Aggregate one experiment at a time, or filter "
@@ -238,6 +269,8 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
     lower = worse(metric) > 0
     lines += [METHOD.format(metric=metric, extreme="lowest" if lower else "highest",
                             bound="at most best + 0.1 × |best|" if lower else "at least best − 0.1 × |best|")]
+    if has_baselines(df):
+        lines[-1] += METHOD_LEARNED.format(learned=LEARNED)
     if not corr.empty:
         lines[-1] += METHOD_RHO.format(recon=RECON, strong=STRONG, moderate=MODERATE)
     if unreadable:

@@ -14,13 +14,15 @@ from scipy import stats
 
 from vaebench.aggregate.collect import AXES, levels
 from vaebench.aggregate.fmt import config_text
-from vaebench.results import BOUNDED_SCORES, F, FAILED, HIGHER_IS_BETTER, LATENT_SCORES
+from vaebench.results import BOUNDED_SCORES, F, FAILED, HIGHER_IS_BETTER, LATENT_REFERENCES, LATENT_SCORES, \
+    latent_field
 
 WITHIN = 0.10  # robustness: a configuration within 10 % of the best one
 # Bounded scores, and ARI and silhouette can be <= 0 (worse than chance): never on a log scale, not even when a
 # sweep's values happen to be positive, so that every sweep's figure and numbers read the same way.
 LINEAR = BOUNDED_SCORES
 RECON = F.val_recon_mse  # the reconstruction loss that the latent scores are compared with: it compares across models
+LEARNED = 0.95  # recon_vs_mean at most this: better than predicting each gene's training mean by >= 5 %
 STRONG, MODERATE = 0.7, 0.4  # |Spearman rho| from which a relation is called strong / moderate (conventional cut-offs)
 
 
@@ -174,3 +176,55 @@ def factors_for(ok: pd.DataFrame) -> list[str]:
     return list(AXES) + ([F.seed] if ok[F.seed].nunique() > 1 else [])
 
 
+
+
+def has_baselines(df: pd.DataFrame) -> bool:
+    """Whether any run recorded its baselines (results of schema 1 did not)."""
+    return F.recon_vs_mean in df and bool(np.isfinite(df[F.recon_vs_mean].astype(float)).any())
+
+
+def _numbers(runs: pd.DataFrame, name: str) -> pd.Series:
+    """A result field as floats, all NaN where the results do not have it."""
+    return runs[name].astype(float) if name in runs else pd.Series(math.nan, index=runs.index)
+
+
+def learning(df: pd.DataFrame) -> pd.DataFrame:
+    """Did each model learn? Over its `ok` runs: the share better than the mean predictor by >= 5 %, runs marked
+    collapsed, median active units, the best ratio to the mean predictor and to PCA with as many components as
+    the latent size, each with where it was reached."""
+    rows = []
+    for model in levels(df)["model"]:
+        ok = df[(df[F.model] == model) & (df[F.status] == "ok")]
+        vs_mean, vs_pca = _numbers(ok, F.recon_vs_mean).dropna(), _numbers(ok, F.recon_vs_pca).dropna()
+        best_mean = ok.loc[vs_mean.idxmin()] if len(vs_mean) else None
+        best_pca = ok.loc[vs_pca.idxmin()] if len(vs_pca) else None
+        collapsed = ok[F.collapsed].eq(True).sum() if F.collapsed in ok else math.nan
+        rows.append({"model": model, "ok runs": len(ok), "with baselines": len(vs_mean),
+                     f"share ≤ {LEARNED:g} × mean predictor": (vs_mean <= LEARNED).mean() if len(vs_mean) else math.nan,
+                     "collapsed": collapsed, "median active units": _numbers(ok, F.active_units).median(),
+                     f"best {F.recon_vs_mean}": vs_mean.min() if len(vs_mean) else math.nan,
+                     "at": config_text(best_mean) if best_mean is not None else "—",
+                     f"best {F.recon_vs_pca}": vs_pca.min() if len(vs_pca) else math.nan,
+                     "at latent": int(best_pca[F.latent_dim]) if best_pca is not None else "—"})
+    return pd.DataFrame(rows)
+
+
+def latent_against_references(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model and latent score: the median over `ok` runs of the trained network's score, of the same
+    network untrained and of PCA with k = latent size, and the share of runs whose trained score beats the
+    untrained one. Scores with no reference recorded are left out."""
+    columns = ["model", "latent score", "runs", "trained", *LATENT_REFERENCES, "trained > untrained"]
+    rows = []
+    for model in levels(df)["model"]:
+        ok = df[(df[F.model] == model) & (df[F.status] == "ok")]
+        for score in LATENT_SCORES:
+            refs = {r: _numbers(ok, latent_field(score, r)) for r in LATENT_REFERENCES}
+            trained = _numbers(ok, score)
+            if trained.isna().all() or all(v.isna().all() for v in refs.values()):
+                continue
+            both = trained.notna() & refs["untrained"].notna()
+            beats = (trained[both] > refs["untrained"][both]).mean() if both.any() else math.nan
+            rows.append({"model": model, "latent score": score, "runs": int(trained.notna().sum()),
+                         "trained": trained.median(), **{r: v.median() for r, v in refs.items()},
+                         "trained > untrained": beats})
+    return pd.DataFrame(rows, columns=columns)

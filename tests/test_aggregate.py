@@ -488,6 +488,57 @@ def test_results_without_baselines_aggregate_as_before(tmp_path):
     assert "Metric: `val_recon_mse`" in report and sections(report)[0] == "Summary"
 
 
+# ------------------------------------------------------------------------------------------ mixed experiments, all failed
+
+def test_runs_on_different_data_never_share_a_cell(tmp_path, capsys):
+    # The same grid point, seed 0 both times: once on the built-in data, once on a table.
+    for name, fingerprint, source, mse in (("synthetic", "aaaa", "synthetic", 0.1), ("table", "bbbb", "table", 0.4)):
+        for lr in (1e-3, 1e-2):
+            write_run(tmp_path / "runs", f"{name}_{lr}", lr=lr, val_recon_mse=mse * (1 + lr), data_fingerprint=fingerprint,
+                      config={"data": {"name": source}, "trainer": {"max_epochs": 30}})
+    agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "2 experiments, which differ in data_fingerprint, config.data.name" in out
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(zip(csv["experiment"], csv["data_fingerprint"])) == [(1, "aaaa"), (1, "aaaa"), (2, "bbbb"), (2, "bbbb")]
+    index = md_tables((tmp_path / "out" / "report.md").read_text())[0]
+    assert index[["experiment", "runs", "data_fingerprint", "data.name"]].values.tolist() == [
+        ["1", "2", "aaaa", "synthetic"], ["2", "2", "bbbb", "table"]]
+    for n, mse in ((1, 0.1), (2, 0.4)):
+        sub = tmp_path / "out" / f"experiment-{n}"
+        summary = md_tables((sub / "report.md").read_text())[0]
+        assert summary[["runs", "best val_recon_mse"]].values.tolist() == [["2", agg.fmt(mse * 1.001, 3)]]
+        assert len(pd.read_csv(sub / "results.csv")) == 2 and (sub / "dotplot_vae.png").exists()
+
+
+def test_a_differing_setting_outside_the_grid_splits_too(tmp_path):
+    for epochs in (30, 100):
+        write_run(tmp_path, f"e{epochs}", config={"trainer": {"max_epochs": epochs}}, data_fingerprint="same",
+                  config_hash=f"h{epochs}")
+    df = table(tmp_path)
+    split = agg.experiments(df)
+    assert split.differ_in == ["config.trainer.max_epochs"] and sorted(split.number) == [1, 2]
+    write_run(tmp_path / "one", "a", data_fingerprint="same")
+    write_run(tmp_path / "one", "b", lr=1e-2, data_fingerprint="same")
+    assert agg.experiments(table(tmp_path / "one")).differ_in == []
+
+
+def test_every_run_failed_is_still_a_report(tmp_path, capsys):
+    write_run(tmp_path / "runs", "a", status="nan")
+    write_run(tmp_path / "runs", "b", lr=1e-1, status="oom")
+    write_run(tmp_path / "runs", "c", optimizer="sgd", status="error")
+    agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])  # no SystemExit: exit status 0
+    assert "every run failed (3 runs)" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert pd.read_csv(out / "results.csv", keep_default_na=False)["status"].tolist() == ["nan", "oom", "error"]
+    tables = md_tables((out / "report.md").read_text())
+    assert tables[0][["runs", "ok", "failed"]].values.tolist() == [["3", "0", "3"]]
+    per_optimizer = next(t for t in tables if t.columns[0] == "optimizer" and "failure rate" in t.columns)
+    assert per_optimizer[["optimizer", "runs", "failure rate"]].values.tolist() == [["adam", "2", "1"],
+                                                                                     ["sgd", "1", "1"]]
+    assert (out / "dotplot_vae.png").stat().st_size > 0
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 def test_corrupt_and_unfinished_results_are_reported_and_skipped(tmp_path, capsys):

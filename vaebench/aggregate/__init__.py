@@ -10,7 +10,7 @@ Every number in report.md is recomputable from results.csv: see "How the numbers
 """
 
 from vaebench.aggregate.cli import FORMATS, PROG, aggregate, default_metric, main, parse_args
-from vaebench.aggregate.collect import (AXES, CELL, Scan, cells, levels, numeric_fields, other_settings_that_vary,
+from vaebench.aggregate.collect import (AXES, CELL, Experiments, Scan, cells, experiments, levels, numeric_fields, other_settings_that_vary,
                                         scan, successful, tabulate)
 from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
 from vaebench.aggregate.plots import COLLAPSED_LABEL, FAILURE_LABELS, FAILURE_MARKERS, plot_model, plot_overview, plt
@@ -21,7 +21,7 @@ from vaebench.aggregate.stats import (best_config, eta_squared, factor_effects, 
 from vaebench.results import LATENT_SCORES
 
 __all__ = ["AXES", "CELL", "COLLAPSED_LABEL", "FAILURE_LABELS", "FAILURE_MARKERS", "FORMATS", "LATENT_SCORES", "PROG", "Scan",
-           "aggregate", "best_config", "cells", "config_text", "default_metric", "eta_squared", "factor_effects", "factors_for",
+           "aggregate", "best_config", "cells", "config_text", "default_metric", "eta_squared", "Experiments", "experiments", "factor_effects", "factors_for",
            "failure_rates", "fmt", "fmt_lr", "fmt_spread", "has_baselines", "is_balanced", "latent_against_references",
            "learning", "levels", "main", "md_table",
            "numeric_fields", "other_settings_that_vary", "parse_args", "plot_model", "plot_overview", "plt",

@@ -10,16 +10,16 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from vaebench.aggregate.collect import cells, levels, numeric_fields, other_settings_that_vary, scan, successful, \
-    tabulate
+from vaebench.aggregate.collect import Scan, cells, experiments, levels, numeric_fields, scan, successful, tabulate
 from vaebench.aggregate.plots import plot_model, plot_overview, save
-from vaebench.aggregate.report import md_table, rho_table, summary, write_report
+from vaebench.aggregate.report import md_table, rho_table, summary, write_index, write_report
 from vaebench.aggregate.stats import RECON, has_baselines, learning, recon_vs_latent
 from vaebench.errors import UserError
 from vaebench.results import F, RESULT_FILE
 
 PROG = "vaebench-aggregate"
 FORMATS = ("png", "svg", "pdf")
+EXPERIMENT = "experiment"  # results.csv's column, and the name of each experiment's directory, when there are several
 
 
 def default_metric(df: pd.DataFrame) -> str:
@@ -32,8 +32,8 @@ def default_metric(df: pd.DataFrame) -> str:
 
 
 def aggregate(paths: Sequence[Path], out: Path, metric: Optional[str], formats: Sequence[str]) -> pd.DataFrame:
-    """The whole command; UserError for what the user can fix. Returns the summary table it printed.
-    metric None: default_metric."""
+    """The whole command; UserError for what the user can fix. Returns the summary table it printed (with an
+    `experiment` column when the runs were of several). metric None: default_metric."""
     for p in paths:
         if not p.exists():
             raise UserError(f"no such file or directory: {p}")
@@ -51,27 +51,59 @@ def aggregate(paths: Sequence[Path], out: Path, metric: Optional[str], formats: 
     fields = numeric_fields(df)
     if metric not in fields:
         raise UserError(f"--metric {metric}: not a numeric result field; use one of {', '.join(fields)}")
-    if successful(df, metric).empty:
+    any_ok = bool((df[F.status] == "ok").any())
+    if any_ok and successful(df, metric).empty:  # every run failed is a result, a metric no run has a mistake
         raise UserError(f"--metric {metric}: no successful run has a value for it")
 
     out.mkdir(parents=True, exist_ok=True)
+    split = experiments(df)
+    if split.differ_in:
+        df.insert(0, EXPERIMENT, split.number)
     df.to_csv(out / "results.csv", index=False)
+    if not any_ok:
+        print(f"every run failed ({len(df)} runs): no {metric} to compare; the report and figures show the failures")
+    if not split.differ_in:
+        table, report, written = report_one(scanned, df, dropped, metric, paths, out, formats)
+    else:
+        count = int(split.number.max())
+        print(f"{len(df)} runs of {count} experiments, which differ in {', '.join(split.differ_in)}: never averaged "
+              "together, one report each")
+        tables, reports, written = [], {}, []
+        for n in range(1, count + 1):
+            where, what = out / f"{EXPERIMENT}-{n}", f"Experiment {n} of {count}: {split.describe(df, n)}"
+            runs = df[split.number == n]
+            print(f"\n{what} ({len(runs)} runs), in {where}")
+            where.mkdir(exist_ok=True)
+            runs.to_csv(where / "results.csv", index=False)  # the report's numbers recompute from its own table
+            sub_table, _, figures = report_one(scanned, runs, dropped, metric, paths, where, formats, what)
+            tables.append(sub_table.assign(**{EXPERIMENT: n}))
+            reports[n] = f"{where.name}/report.md"
+            written += figures
+        table = pd.concat(tables, ignore_index=True)
+        report = write_index(out, scanned, df, dropped, paths, split, reports)
+    print(f"\n{len(df)} runs ({dropped} duplicates dropped); not counted: {len(scanned.corrupt)} corrupt, "
+          f"{len(scanned.partial)} interrupted, {len(scanned.missing)} without a result yet")
+    print(f"wrote {out / 'results.csv'}, {report} and {len(written)} figures in {out}")
+    return table
+
+
+def report_one(scanned: Scan, df: pd.DataFrame, dropped: int, metric: str, paths: Sequence[Path], out: Path,
+               formats: Sequence[str], experiment: Optional[str] = None) -> tuple[pd.DataFrame, Path, list[Path]]:
+    """Figures and report.md of the runs of one experiment, and the tables printed."""
     lvl = levels(df)
     all_cells = cells(df, metric)
     embed = next((f for f in formats if f in ("png", "svg")), None)  # Markdown cannot show a PDF inline
     figures: dict[str, Optional[str]] = {}
     written = []
     for model in lvl[F.model]:
-        paths_out = save(plot_model(all_cells[all_cells[F.model] == model], lvl, model, metric), out,
-                         f"dotplot_{model}", formats)
-        written += paths_out
+        written += save(plot_model(all_cells[all_cells[F.model] == model], lvl, model, metric), out,
+                        f"dotplot_{model}", formats)
         figures[model] = f"dotplot_{model}.{embed or formats[0]}"
     written += save(plot_overview(all_cells, lvl, metric), out, "overview", formats)
     figures["overview"] = f"overview.{embed or formats[0]}"
     table = summary(df, all_cells, metric, lvl)
     corr = recon_vs_latent(df)
-    report = write_report(out, scanned, df, dropped, metric, paths, figures, table, other_settings_that_vary(df),
-                          corr)
+    report = write_report(out, scanned, df, dropped, metric, paths, figures, table, corr, experiment)
 
     if has_baselines(df):
         print(f"Did the models learn? ({F.recon_vs_mean}: 1 = the mean predictor; details in report.md)")
@@ -80,10 +112,7 @@ def aggregate(paths: Sequence[Path], out: Path, metric: Optional[str], formats: 
     if not corr.empty:
         print(f"\nSpearman rho, {RECON} against latent scores (negative: better reconstruction, better latent space):")
         print(md_table(rho_table(corr), index=True))
-    print(f"\n{len(df)} runs ({dropped} duplicates dropped); not counted: {len(scanned.corrupt)} corrupt, "
-          f"{len(scanned.partial)} interrupted, {len(scanned.missing)} without a result yet")
-    print(f"wrote {out / 'results.csv'}, {report} and {len(written)} figures in {out}")
-    return table
+    return table, report, written
 
 
 class _Parser(argparse.ArgumentParser):

@@ -171,6 +171,29 @@ def other_settings_that_vary(df: pd.DataFrame) -> list[str]:
     return sorted(varying)
 
 
+@dataclass
+class Experiments:
+    """Runs that may share a table: same data and the same settings apart from the swept ones."""
+    number: pd.Series  # per run (same index as the table): 1, 2, ... in table order
+    differ_in: list[str]  # the columns whose values tell the experiments apart; empty for one experiment
+
+    def describe(self, df: pd.DataFrame, n: int) -> str:
+        first = df[self.number == n].iloc[0]
+        return ", ".join(f"{c.removeprefix('config.')}={first[c]}" for c in self.differ_in)
+
+
+def experiments(df: pd.DataFrame) -> Experiments:
+    """Split runs of different data (data_fingerprint) or different non-swept settings: averaged into one dot
+    they would make a mean and a spread of two different questions."""
+    differ_in = other_settings_that_vary(df)
+    if F.data_fingerprint in df and df[F.data_fingerprint].dropna().nunique() > 1:
+        differ_in.insert(0, F.data_fingerprint)
+    if not differ_in:
+        return Experiments(pd.Series(1, index=df.index), [])
+    key = df[differ_in].astype(str).agg(" | ".join, axis=1)
+    return Experiments(key.map({k: i + 1 for i, k in enumerate(dict.fromkeys(key))}), differ_in)
+
+
 
 def successful(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Runs that ended `ok` with a finite value of the metric: the runs the sensitivity numbers use."""

@@ -178,6 +178,8 @@ def _grid_figure(figure_cells: pd.DataFrame, lvl: dict[str, list], rows: list[st
 
 def scale_text(values: pd.Series, metric: str, log: bool) -> str:
     """Which colour scale, and why not log when it is not: a reader must not take a linear bar for a log one."""
+    if values.empty:
+        return "no successful run: nothing in colour"
     if log:
         return "log scale"
     if metric in LINEAR:

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from vaebench.aggregate.collect import Scan, cells, levels, successful
+from vaebench.aggregate.collect import Experiments, Scan, cells, levels, successful
 from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
 from vaebench.aggregate.stats import (LEARNED, MODERATE, RECON, STRONG, WITHIN, best_config, direction,
                                       eta_squared, factor_effects, factors_for, failure_rates, has_baselines,
@@ -236,26 +236,64 @@ def learning_lines(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _read_from(scanned: Scan, paths: Sequence[Path], runs: int, dropped: int, part: bool = False) -> str:
+    return (f"Read from {', '.join(f'`{p}`' for p in paths)}: {len(scanned.results)} result files, "
+            + (f"{runs} runs of this experiment" if part else f"{runs} runs after de-duplication")
+            + (f" ({dropped} older or superseded results of the same configuration dropped)" if dropped else ""))
+
+
+def _not_counted(scanned: Scan) -> tuple[list[str], list[str]]:
+    """The note near the top and the list at the end, for files and run dirs that gave no result."""
+    if not (scanned.corrupt or scanned.partial or scanned.missing):
+        return [], []
+    note = [f"**Not counted:** {len(scanned.corrupt)} corrupt result files, {len(scanned.partial)} interrupted "
+            f"writes, {len(scanned.missing)} runs without a result yet (running or killed); listed at the end.", ""]
+    listed = (["## Not counted", ""] + [f"- corrupt: `{p}` ({why})" for p, why in scanned.corrupt]
+              + [f"- interrupted write: `{p}`" for p in scanned.partial]
+              + [f"- no result yet: `{p}`" for p in scanned.missing] + [""])
+    return note, listed
+
+
+def write_index(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, paths: Sequence[Path], split: Experiments,
+                reports: dict[int, str]) -> Path:
+    """report.md when the runs are of several experiments: which, what tells them apart, where each report is."""
+    note, listed = _not_counted(scanned)
+    rows = []
+    for n, report in reports.items():
+        runs = df[split.number == n]
+        first = runs.iloc[0]
+        rows.append({"experiment": n, "runs": len(runs), "ok": int((runs[F.status] == "ok").sum()),
+                     "failed": int(runs[F.status].isin(FAILED).sum()),
+                     **{c.removeprefix("config."): str(first[c]) for c in split.differ_in},
+                     "report": f"[{report}]({report})"})
+    lines = ["# vaebench: hyper-parameter sensitivity", "",
+             _read_from(scanned, paths, len(df), dropped) + f", of {len(reports)} experiments.", "", *note,
+             f"The runs differ in {', '.join(f'`{c}`' for c in split.differ_in)} besides the swept values, so they "
+             "answer different questions: they are never averaged into one dot or one number. Each experiment has "
+             "its own report and figures; `results.csv` holds every run, with its `experiment`.", "",
+             md_table(pd.DataFrame(rows)), "", *listed]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
 def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metric: str, paths: Sequence[Path],
-                 figures: dict[str, Optional[str]], table: pd.DataFrame, varying: list[str],
-                 corr: pd.DataFrame) -> Path:
+                 figures: dict[str, Optional[str]], table: pd.DataFrame, corr: pd.DataFrame,
+                 experiment: Optional[str] = None) -> Path:
+    """report.md of one experiment; `experiment` says which, when the runs read were of several."""
     lvl = levels(df)
     all_cells = cells(df, metric)
-    lines = ["# vaebench: hyper-parameter sensitivity", "",
-             f"Metric: `{metric}` ({direction(metric)}). Read from {', '.join(f'`{p}`' for p in paths)}: "
-             f"{len(scanned.results)} result files, {len(df)} runs after de-duplication"
-             + (f" ({dropped} older or superseded results of the same configuration dropped)" if dropped else "")
-             + ". All numbers below can be recomputed from `results.csv` (see the end).", ""]
-    unreadable = len(scanned.corrupt) + len(scanned.partial) + len(scanned.missing)
-    if unreadable:
-        lines += [f"**Not counted:** {len(scanned.corrupt)} corrupt result files, {len(scanned.partial)} interrupted "
-                  f"writes, {len(scanned.missing)} runs without a result yet (running or killed); listed at the end.",
+    note, listed = _not_counted(scanned)
+    lines = ["# vaebench: hyper-parameter sensitivity", ""]
+    if experiment:
+        lines += [f"**{experiment}.** The runs of the other experiments differ from these in data or settings and "
+                  "have their own reports ([all experiments](../report.md)).", ""]
+    lines += [f"Metric: `{metric}` ({direction(metric)}). " + _read_from(scanned, paths, len(df), dropped, bool(experiment))
+              + ". All numbers below can be recomputed from `results.csv` (see the end).", "", *note]
+    if not (df[F.status] == "ok").any():
+        lines += [f"**Every run failed** ({len(df)} runs): there is no {metric} to compare, only the failures below.",
                   ""]
     lines += learning_lines(df)
-    if varying:
-        lines += [f"**Warning:** settings other than the grid differ between runs of one model and optimizer "
-                  f"({', '.join(varying)}); such runs share a dot. Aggregate one experiment at a time, or filter "
-                  "results.csv.", ""]
     lines += ["## Summary", "", md_table(table), ""]
     if not corr.empty:
         lines += [f"Does the best reconstruction give the best latent space? Spearman ρ between {RECON} and each "
@@ -273,12 +311,7 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
         lines[-1] += METHOD_LEARNED.format(learned=LEARNED)
     if not corr.empty:
         lines[-1] += METHOD_RHO.format(recon=RECON, strong=STRONG, moderate=MODERATE)
-    if unreadable:
-        lines += ["## Not counted", ""]
-        lines += [f"- corrupt: `{p}` ({why})" for p, why in scanned.corrupt]
-        lines += [f"- interrupted write: `{p}`" for p in scanned.partial]
-        lines += [f"- no result yet: `{p}`" for p in scanned.missing]
-        lines += [""]
+    lines += listed
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -71,6 +71,14 @@ def batch_bounds(n: int, batch_size: int, drop_last: bool) -> list[tuple[int, in
     return bounds
 
 
+def validation_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Validation batches: every row is scored, a last single row joins the batch before it."""
+    bounds = batch_bounds(n, batch_size, drop_last=False)
+    if bounds and bounds[-1][1] < n:
+        bounds[-1] = (bounds[-1][0], n)
+    return bounds
+
+
 class EpochMeans:
     """An epoch's loss terms, summed on the device (one transfer per epoch, not one per step).
 
@@ -117,11 +125,8 @@ def evaluate(model: BaseVAE, x_val: Tensor, batch_size: int, kld_weight: float, 
              ) -> dict[str, float]:
     model.eval()
     sums = EpochMeans(per_batch=model.loss_mode is LossMode.paper)
-    bounds = batch_bounds(len(x_val), batch_size, drop_last=False)
-    if bounds[-1][1] < len(x_val):  # a last single row joins the batch before it: every row is scored
-        bounds[-1] = (bounds[-1][0], len(x_val))
     with torch.inference_mode():
-        for start, end in bounds:
+        for start, end in validation_bounds(len(x_val), batch_size):
             xb = x_val[start:end]
             sums.add(model.loss(model_output(model, xb, amp), xb, kld_weight), end - start)
     model.train()

@@ -1,0 +1,169 @@
+"""Whole processes: the data's first preparation and cached load, one `vaebench` run (wall time against
+its compute), a 12-run sweep with 1 and 2 workers, and InfoVAE's peak memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import (BATCH, BENCH_DIR, MODELS, N_GENES, N_SAMPLES, REPO, TARGETS, Context, compose_config,
+                    has_trainer_key, load, median, run_cli, secs)
+
+
+def data(ctx: Context) -> None:
+    from vaebench.data import load_dataset
+
+    cfg = compose_config(*ctx.data_overrides)
+    started = time.perf_counter()
+    load_dataset(cfg.data, cfg.trainer.val_fraction, cfg.seed)
+    first = time.perf_counter() - started
+    loads, copies = [], []
+    for _ in range(ctx.args.repeats + 2):
+        started = time.perf_counter()
+        data = load_dataset(cfg.data, cfg.trainer.val_fraction, cfg.seed)
+        loaded = time.perf_counter()
+        x = torch.tensor(np.asarray(data.x))  # what vaebench.task.resident_data does
+        loads.append(time.perf_counter() - started)
+        copies.append(time.perf_counter() - loaded)
+        del x
+    load(ctx)
+    mb = ctx.x.numel() * 4 / 2**20
+    ctx.table.add("data", f"first preparation, {N_SAMPLES:,} x {N_GENES:,} (generate + cache)", secs(first),
+                  note=f"float32, {mb:.0f} MB, into an empty cache dir")
+    cached = median(loads)
+    ctx.table.add("data", "cached load (memory-map + copy into a tensor)", secs(cached),
+                  reference=secs(first), ratio=cached / first, target=f"< {TARGETS['cached_load']} s",
+                  met=cached < TARGETS["cached_load"],
+                  note=f"of which copy {median(copies):.3f} s; page cache warm; median of {len(loads)}")
+    ctx.raw["data"] = {"first_s": first, "cached_s": loads, "copy_s": copies}
+
+
+def run_overrides(ctx: Context, out: Path, *extra: str) -> list[str]:
+    metrics_off = ["trainer.latent_metrics=false"] if has_trainer_key("latent_metrics") else []
+    return [*ctx.data_overrides, "model=vae", "latent_dim=100", "trainer.max_epochs=1",
+            f"hydra.run.dir={out}", *metrics_off, *extra]
+
+
+IMPORTS = """
+import json, time
+t0 = time.perf_counter(); import torch, hydra, vaebench.cli, vaebench.train, vaebench.data
+t1 = time.perf_counter(); import vaebench.task
+t2 = time.perf_counter(); import torch._dynamo
+t3 = time.perf_counter(); print(json.dumps([t1 - t0, t2 - t1, t3 - t2]))
+"""
+
+
+def one_run(ctx: Context, device: str) -> None:
+    """One `vaebench` process of one epoch. Its compute is one steady-state epoch (the epoch rows'
+    median for the same model and size); everything else in its wall time is fixed cost."""
+    tag = "" if device == "cpu" else f" [{device}]"
+    walls, fits = [], []
+    for i in range(ctx.args.repeats):
+        out = ctx.tmp / f"run-{device}-{i}"
+        walls.append(run_cli(run_overrides(ctx, out, f"device={device}")))
+        fits.append(json.loads((out / "result.json").read_text())["wall_time_s"])
+    imports, starts = [], []
+    for _ in range(ctx.args.repeats):
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", IMPORTS], cwd=REPO, check=True, capture_output=True,
+                              text=True)
+        starts.append(time.perf_counter() - started)
+        imports.append(json.loads(proc.stdout))
+    core, task, dynamo = (median([i[k] for i in imports]) for k in range(3))
+    steady = ctx.raw.get(f"epochs_{device}", {}).get("vae@100")
+    compute = median(steady["real"]) if steady else median(fits)
+    wall = median(walls)
+    fixed = wall - compute
+    ctx.table.add("run", f"one run: vaebench, vae latent 100, 1 epoch{tag}", secs(wall),
+                  note=f"process start to exit, median of {len(walls)}")
+    ctx.table.add("run", f"its compute: one steady epoch{tag}", secs(compute),
+                  note="the vae latent-100 epoch row" if steady else "fit() of the run")
+    ctx.table.add("run", f"fixed cost = wall - compute{tag}", secs(fixed), reference=secs(compute),
+                  ratio=fixed / compute, target=f"< {TARGETS['fixed']:.0f} s" if device == "cpu" else "",
+                  met=fixed < TARGETS["fixed"] if device == "cpu" else None,
+                  note=f"imports: torch + hydra + vaebench core {core:.2f} s, vaebench.task's extra "
+                        f"(scikit-learn, ...) {task:.2f} s; fit() {median(fits):.2f} s, of which the first "
+                        f"torch.optim optimizer importing torch._dynamo {dynamo:.2f} s; python start and exit "
+                        f"~{median(starts) - core - task - dynamo:.2f} s")
+    ctx.raw[f"run_{device}"] = {"wall": walls, "fit": fits, "imports": imports, "starts": starts,
+                                "compute": compute}
+    if device == "cpu" and has_trainer_key("latent_metrics"):  # the default scoring after training
+        out = ctx.tmp / "run-latent"
+        run_cli(run_overrides(ctx, out, "device=cpu", "trainer.latent_metrics=true"))
+        seconds = json.loads((out / "result.json").read_text()).get("latent_seconds")
+        if seconds is not None:
+            ctx.table.add("run", "+ latent metrics after training (default on)", secs(seconds),
+                          note="trainer.latent_metrics; off in the other run and sweep rows")
+
+
+def sweep(ctx: Context, device: str, variants: tuple[tuple[int, str], ...]) -> None:
+    """The same 12-run multirun per (workers, OMP_WAIT_POLICY) variant; "" = the environment's policy.
+    Each job records (threads_probe.py) its process, its torch threads and when it ran."""
+    from threads_probe import PROBE_FILE
+
+    tag = "" if device == "cpu" else f" [{device}]"
+    cores = os.cpu_count() or 1
+    data = ctx.data_overrides if not ctx.args.quick else [
+        "data.n_samples=2000", "data.n_genes=1000", f"data.cache_dir={ctx.cache}", "trainer.batch_size=200"]
+    size = "11,000 x 5,000" if not ctx.args.quick else "2,000 x 1,000"
+    metrics_off = ["trainer.latent_metrics=false"] if has_trainer_key("latent_metrics") else []
+    first_wall = 0.0
+    for i, (n, policy) in enumerate(variants):
+        out = ctx.tmp / f"sweep-{device}-{n}-{policy or 'env'}"
+        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")]))}
+        if policy:
+            env["OMP_WAIT_POLICY"] = policy
+        wall = run_cli(["-m", f"model={','.join(MODELS)}", "latent_dim=10,100,200", "trainer.max_epochs=1",
+                        *data, *metrics_off, f"device={device}", f"hydra.sweep.dir={out}",
+                        f"hydra.launcher.n_jobs={n}",
+                        "+hydra.callbacks.threads_probe._target_=threads_probe.ThreadsProbe"], env=env)
+        probes = [json.loads(p.read_text()) for p in out.rglob(PROBE_FILE)]
+        results = [json.loads(p.read_text()) for p in out.rglob("result.json")]
+        # Most torch threads in use at any moment: the sum over the jobs running then.
+        events = sorted([(p["start"], p["torch_threads"]) for p in probes]
+                        + [(p["end"], -p["torch_threads"]) for p in probes])
+        busy, peak = 0, 0
+        for _, delta in events:
+            busy += delta
+            peak = max(peak, busy)
+        threads = sorted({p["torch_threads"] for p in probes})
+        compute = sum(r.get("wall_time_s") or 0 for r in results)
+        ok = sum(r.get("status") == "ok" for r in results)
+        note = (f"{ok}/{len(results)} ok; {len({p['pid'] for p in probes})} worker processes x {threads} torch "
+                f"threads, at most {peak} threads at once on {cores} cores; sum of fit() {compute:.1f} s")
+        first_wall = first_wall if i else wall
+        is_target = (n, policy) == (2, "") and device == "cpu"
+        ctx.table.add("sweep", f"12 runs ({size}), {n} worker(s){', OMP ' + policy if policy else ''}{tag}",
+                      secs(wall), reference=secs(first_wall) if i else "", ratio=wall / first_wall if i else None,
+                      target="<= 1.00x" if is_target else "", met=(wall <= first_wall) if is_target else None,
+                      note=note)
+        if peak > cores:
+            ctx.table.add("sweep", "torch threads x workers exceed the cores", "**yes**", met=False)
+        ctx.raw[f"sweep_{device}_{n}_{policy or 'env'}"] = {"wall": wall, "probes": probes, "peak": peak}
+
+
+def memory(ctx: Context, device: str, latents: tuple[int, ...]) -> None:
+    tag = "" if device == "cpu" else f" [{device}]"
+    peaks = {}
+    for latent in latents:
+        out = ctx.tmp / f"mem-{device}-{latent}"
+        metrics_off = ["trainer.latent_metrics=false"] if has_trainer_key("latent_metrics") else []
+        run_cli([*ctx.data_overrides, "model=infovae", f"latent_dim={latent}", "trainer.max_epochs=1",
+                 f"device={device}", f"hydra.run.dir={out}", *metrics_off])
+        result = json.loads((out / "result.json").read_text())
+        peaks[latent] = result["peak_memory_mb"]
+        naive = BATCH * BATCH * latent * 4 / 2**20
+        note = f"{result['peak_memory_kind']}; status {result['status']}"
+        if latent != latents[0]:
+            grew = peaks[latent] - peaks[latents[0]]
+            note += f"; {grew:+.0f} MB vs latent {latents[0]} (a [B,B,D] kernel: +{naive:.0f} MB)"
+        ctx.table.add("memory", f"InfoVAE latent {latent}, batch {BATCH}, peak{tag}", f"{peaks[latent]:.0f} MB",
+                      reference=f"B^2 x D x 4 B = {naive:.0f} MB", note=note)
+    ctx.raw[f"memory_{device}"] = peaks

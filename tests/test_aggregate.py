@@ -43,6 +43,32 @@ def table(root: Path) -> pd.DataFrame:
     return agg.tabulate(found.results)[0]
 
 
+def md_tables(report: str) -> list[pd.DataFrame]:
+    """Every Markdown table of a report, as text cells (header row = columns)."""
+    tables, rows = [], []
+    for line in report.splitlines() + [""]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+        elif rows:
+            tables.append(pd.DataFrame(rows[2:], columns=rows[0]))
+            rows = []
+    return tables
+
+
+def sections(report: str) -> list[str]:
+    return [line[3:] for line in report.splitlines() if line.startswith("## ")]
+
+
+def table_with(report: str, column: str) -> pd.DataFrame:
+    """The report's first table with that column."""
+    return next(t for t in md_tables(report) if column in t.columns)
+
+
+def number(cell: str) -> float:
+    """A table cell's leading number: '0.333' -> 0.333, '-1 (n 4)' -> -1."""
+    return float(cell.split()[0])
+
+
 # ------------------------------------------------------------------------------------------ table
 
 def test_known_values_give_known_table(tmp_path):
@@ -172,7 +198,10 @@ def test_seed_variation_beside_each_factors_effect(tmp_path):
     agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     report = (tmp_path / "out" / "report.md").read_text()
     # The seed sd is sqrt(0.02) = 0.1414: lr moves ln(val_recon_mse) by 2, 14.1 times as much.
-    assert "| lr | 3 | 2 | 14.1 |" in report and "| latent_dim | 2 | 0.5 | 3.54 |" in report
+    effect = table_with(report, "× seed sd").set_index("factor")
+    assert effect["levels"].to_dict() == {"optimizer": "2", "lr": "3", "latent_dim": "2"}
+    assert effect["× seed sd"].map(number).to_dict() == pytest.approx(
+        {f: e / math.sqrt(0.02) for f, e in {"optimizer": 1.0, "lr": 2.0, "latent_dim": 0.5}.items()}, rel=5e-3)
 
 
 # ------------------------------------------------------------------------------------------ reconstruction vs latent
@@ -206,12 +235,12 @@ def test_rank_correlation_sentences_read_the_sign(tmp_path):
     latent_grid(tmp_path / "runs")
     agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "| vae | configuration means | -1 (n 4) | 0.6 (n 4) |" in report  # the summary's table
-    assert ("- **latent_ari** (ρ = -1 over 4 configuration means): They strongly agree: lower val_recon_mse goes "
-            "with higher latent_ari") in report
-    assert ("- **latent_nmi** (ρ = 0.6 over 4 configuration means): They moderately disagree: lower val_recon_mse "
-            "goes with lower latent_nmi") in report
-    assert "With n = 4 this could be chance (p = 0.4)" in report
+    summary = table_with(report, "latent_nmi").set_index("over")  # the summary's model x score table
+    assert summary.loc["configuration means", ["latent_ari", "latent_nmi"]].map(number).tolist() == [-1, 0.6]
+    head = {line.split("**")[1]: line for line in report.splitlines() if line.startswith("- **latent_")}
+    # ARI falls as the loss rises (rho -1: they agree); NMI's rho +0.6 means the lower loss has the lower NMI.
+    assert "strongly agree" in head["latent_ari"] and "chance" not in head["latent_ari"]
+    assert "moderately disagree" in head["latent_nmi"] and "p = 0.4" in head["latent_nmi"]
 
 
 def test_rank_correlation_with_one_seed_and_with_too_few_configurations(tmp_path):
@@ -226,7 +255,8 @@ def test_rank_correlation_with_one_seed_and_with_too_few_configurations(tmp_path
     assert math.isnan(corr.loc["configuration means", "rho"])  # two points would always give ±1
     assert corr.loc["runs", "rho"] == pytest.approx(-1.0)
     lines = agg.rho_lines(agg.recon_vs_latent(table(tmp_path / "two")))
-    assert any(line.startswith("- **latent_ari** (ρ = -1 over 4 runs, too few configurations") for line in lines)
+    head = next(line for line in lines if line.startswith("- **latent_ari**"))
+    assert "over 4 runs" in head and "too few configurations" in head  # says which rho it reads, and why
 
 
 def test_no_latent_scores_no_correlation(tmp_path, capsys):
@@ -272,13 +302,18 @@ def test_report_numbers_recompute_from_results_csv(tmp_path):
     ok = csv[csv["status"] == "ok"]
     y = np.log(ok["val_recon_mse"].to_numpy())
     report = (tmp_path / "out" / "report.md").read_text()
+    eta = table_with(report, "η²").set_index("factor")
     for factor in ("optimizer", "lr", "latent_dim", "seed"):
         dummies = pd.get_dummies(ok[factor].astype(str)).to_numpy(float)
         fitted = dummies @ np.linalg.lstsq(dummies, y, rcond=None)[0]
         r2 = 1 - ((y - fitted) ** 2).sum() / ((y - y.mean()) ** 2).sum()
-        assert f"| {factor} | {ok[factor].nunique()} | {agg.fmt(r2, 3)} |" in report
-    assert "| rmsprop | 12 | 8 | 4 | 0 | 0 | 0.333 |" in report  # failure rate: 4 nan of 12
-    assert "do not fill the grid evenly" in report  # a failed cell leaves the design unbalanced
+        assert number(eta.loc[factor, "levels"]) == ok[factor].nunique()
+        assert number(eta.loc[factor, "η²"]) == pytest.approx(r2, rel=5e-3)  # printed to 3 digits
+    per_optimizer = table_with(report, "failure rate").set_index("optimizer")
+    assert per_optimizer.loc["rmsprop", ["runs", "ok", "nan", "oom", "error"]].map(number).tolist() == [12, 8, 4, 0, 0]
+    assert number(per_optimizer.loc["rmsprop", "failure rate"]) == pytest.approx(1 / 3, rel=5e-3)
+    # A failed cell leaves the design unbalanced, so the shares overlap: the report must not add them to 1.
+    assert not agg.is_balanced(ok, ["optimizer", "lr", "latent_dim", "seed"])
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -395,22 +430,6 @@ def test_figures_are_files_that_open(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ did the models learn?
-
-def md_tables(report: str) -> list[pd.DataFrame]:
-    """Every Markdown table of a report, as text cells (header row = columns)."""
-    tables, rows = [], []
-    for line in report.splitlines() + [""]:
-        if line.startswith("|"):
-            rows.append([c.strip() for c in line.strip("|").split("|")])
-        elif rows:
-            tables.append(pd.DataFrame(rows[2:], columns=rows[0]))
-            rows = []
-    return tables
-
-
-def sections(report: str) -> list[str]:
-    return [line[3:] for line in report.splitlines() if line.startswith("## ")]
-
 
 def baseline_grid(root: Path) -> None:
     """Schema 2: vae learns in half its runs, iwae in none (every run near or above the mean predictor)."""
@@ -557,11 +576,13 @@ def test_corrupt_and_unfinished_results_are_reported_and_skipped(tmp_path, capsy
     assert "corrupt" in err and str(runs / "corrupt" / "result.json") in err
     out = runs / "aggregate"
     assert len(pd.read_csv(out / "results.csv")) == 1
+    found = agg.scan([runs])
+    assert (len(found.corrupt), len(found.partial), len(found.missing)) == (2, 1, 1)
     report = (out / "report.md").read_text()
-    assert "2 corrupt result files, 1 interrupted writes, 1 runs without a result yet" in report
-    assert "lacks optimizer, lr, latent_dim, seed" in report
+    listed = report.split("## Not counted")[-1]  # every one of them, with its path, at the end
+    assert "lacks optimizer, lr, latent_dim, seed" in listed
     for name in ("corrupt", "no_fields", "killed_writing", "running"):
-        assert str(runs / name) in report
+        assert str(runs / name) in listed
 
 
 @pytest.mark.parametrize("args, message", [

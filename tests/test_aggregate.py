@@ -620,6 +620,27 @@ def command(name: str, *args: str, cwd: Path, cache: Path) -> subprocess.Complet
                           env={**os.environ, "VAEBENCH_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"})
 
 
+def test_real_results_through_the_installed_command(tmp_path):
+    """Results as vaebench.task writes them (in this process: cheap), read by the installed command."""
+    from conftest import make_config
+    from vaebench.task import run
+
+    for optimizer in ("adam", "sgd"):
+        run(make_config(f"optimizer={optimizer}", "resume=false"), tmp_path / "runs" / optimizer)
+    done = command("vaebench-aggregate", str(tmp_path / "runs"), cwd=tmp_path, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "runs" / "aggregate"
+    csv = pd.read_csv(out / "results.csv")
+    assert sorted(csv["optimizer"]) == ["adam", "sgd"] and csv["status"].eq("ok").all()
+    assert csv["n_features"].eq(40).all() and csv["latent_ari"].notna().all()  # the built-in data has labels
+    assert "experiment" not in csv  # one data set, one setting: one experiment
+    summary = table_with((out / "report.md").read_text(), "best configuration")
+    assert summary[["model", "runs", "ok"]].values.tolist() == [["vae", "2", "2"]]
+    assert (out / "dotplot_vae.png").stat().st_size > 0
+
+
+@pytest.mark.slow  # a real sweep through both commands; test_real_results_through_the_installed_command and
+# tests/test_cli.py's sweeps cover the same path in less time
 def test_real_tiny_sweep_through_the_cli(tmp_path):
     sweep = tmp_path / "sweep"
     ran = command("vaebench", "-m", "model=vae", "optimizer=adam,sgd", "lr=1e-3,1e-1", "data.n_samples=300",

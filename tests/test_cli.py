@@ -32,7 +32,9 @@ def test_single_run_writes_result_and_metrics(tmp_path):
 
 
 @pytest.mark.parametrize("override, says", [
-    ("lr=abc", "lr"), ("latnt_dim=5", "latnt_dim"), ("model=vea", "model/vea"), ("latent_dim=0", "'latent_dim'"),
+    # Each is a process start; the bad type and the unknown option take the same exit path as the others.
+    pytest.param("lr=abc", "lr", marks=pytest.mark.slow), ("latnt_dim=5", "latnt_dim"),
+    pytest.param("model=vea", "model/vea", marks=pytest.mark.slow), ("latent_dim=0", "'latent_dim'"),
 ])
 def test_bad_config_exits_2_before_training(override, says, tmp_path):
     proc = run_cli(override, *TINY, cwd=tmp_path)
@@ -76,6 +78,7 @@ def test_paper_grid_is_90_jobs_per_model_and_combines_with_overrides():
     assert len(probes) == 1 + 4 + 5 + 2  # every value tried once, not the whole grid
 
 
+@pytest.mark.slow  # the grid's composition is checked in-process above; a real multirun by the failing-jobs sweep
 def test_paper_grid_runs_with_command_line_values(tmp_path):
     proc = run_cli("-m", "+experiment=paper_grid", "lr=1e-3", "latent_dim=3,5", *TINY, "trainer.max_epochs=1",
                    "hydra.sweep.dir=sweep", cwd=tmp_path)

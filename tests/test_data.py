@@ -451,6 +451,7 @@ def test_cli_refuses_a_bad_file_with_one_line_and_exit_2(tmp_path):
     assert "Traceback" not in done.stderr and cache_entries(tmp_path) == []
 
 
+@pytest.mark.slow  # test_scaler_fit_on_the_training_split_only checks the same in-process
 def test_cli_trains_on_a_table_with_the_scaler_fit_on_the_training_split(tmp_path):
     labels = [f"t{i % 2}" for i in range(40)]
     path = write_table(tmp_path / "m.csv", rng_matrix(40, 6), sep=",", extra={"kind": labels})

@@ -25,8 +25,10 @@ EXPERIMENT = "experiment"  # results.csv's column, and the name of each experime
 def default_metric(df: pd.DataFrame) -> str:
     """recon_vs_mean when every successful run recorded it (one scale that means the same on every data set:
     1 = the mean predictor), else val_recon_mse (results of schema 1, or a mix)."""
+    if F.val_recon_mse not in df or F.recon_vs_mean not in df:
+        return F.val_recon_mse
     ok = df[(df[F.status] == "ok") & np.isfinite(df[F.val_recon_mse].astype(float))]
-    if F.recon_vs_mean in ok and len(ok) and np.isfinite(ok[F.recon_vs_mean].astype(float)).all():
+    if len(ok) and np.isfinite(ok[F.recon_vs_mean].astype(float)).all():
         return F.recon_vs_mean
     return F.val_recon_mse
 

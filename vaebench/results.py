@@ -95,6 +95,8 @@ class Result:
                                                          "(near 0 when cached)")
     scoring_error: Optional[str] = _info("an exception in the scoring after training (baselines, latent scores): "
                                          "the trained result is kept, the scores stay null")
+    latent_note: Optional[str] = _info("why the latent scores are null although the data has labels "
+                                       "(too few validation rows, or a label with fewer than 2)")
     # Failures.
     failed_epoch: Optional[int] = _info("the epoch in which a failed run failed")
     error: Optional[str] = _info("the exception, for nan / oom / error")

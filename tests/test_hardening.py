@@ -3,11 +3,21 @@ Item numbers are the issue's."""
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import TINY, make_config, run_cli
+from test_data import SYNTHETIC, refused, rng_matrix, table, write_table
+from vaebench.data import cache, load_dataset
+from vaebench.data.config import SyntheticDataConfig
 from vaebench.data.split import split_indices
+from vaebench.results import Result, read_result, write_result
 from vaebench.latent import FIELDS, label_scores, too_few_rows
 from vaebench.task import run
 
@@ -62,3 +72,101 @@ def test_out_of_range_seed_and_non_finite_values_exit_2_with_one_line(override, 
 def test_largest_seed_trains_and_scores(tmp_path):
     result = run(make_config("seed=4294967295", "data.n_types=3"), tmp_path)
     assert result["status"] == "ok" and isinstance(result["latent_ari"], float)
+
+
+# ---- 5: result.json was written 0600 ------------------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_result_and_cache_files_get_the_umask_permissions(umask, tmp_path):
+    old = os.umask(umask)
+    try:
+        write_result(tmp_path, Result(status="ok"))
+        cache.save(tmp_path / "cache", "k", SYNTHETIC)
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "result.json", tmp_path / "cache" / "k.npy", tmp_path / "cache" / "k.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+# ---- data files: 6, 7, 10, 12, 16, 17, 18, 21 --------------------------------------------------------
+
+def test_table_without_an_id_column_is_refused_not_short_of_a_gene(tmp_path):
+    x = rng_matrix(8, 5)
+    path = tmp_path / "noids.csv"
+    path.write_text("\n".join([",".join(f"G{j}" for j in range(5))] +
+                              [",".join(format(float(v), ".6g") for v in row) for row in x]) + "\n")
+    refused(table(tmp_path, path), "first column ('G0') holds numbers", "add a column of ids")
+    frame = pd.DataFrame(x, columns=[f"G{j}" for j in range(5)])
+    frame.to_parquet(tmp_path / "noids.parquet")
+    refused(table(tmp_path, tmp_path / "noids.parquet"), "first column ('G0') holds numbers")
+    numbered = write_table(tmp_path / "numbered.csv", x, samples=[str(i + 1) for i in range(8)], sep=",")
+    assert load_dataset(table(tmp_path, numbered)).shape == (8, 5)  # whole-number ids 1..8 are ids
+
+
+def test_matrix_where_no_gene_varies_is_refused_and_many_constant_genes_warn(tmp_path, caplog):
+    refused(table(tmp_path, write_table(tmp_path / "zero.tsv", np.zeros((8, 4), np.float32))),
+            "no gene varies", "each of its 4 kept genes")
+    x = rng_matrix(8, 4)
+    x[:, 1] = 3.0
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(table(tmp_path, write_table(tmp_path / "some.tsv", x)))
+    assert "1 of 4 genes are constant" in caplog.text and data.preprocessing["constant_genes"] == 1
+
+
+def test_complex_and_object_npy_are_refused_for_what_they_are(tmp_path):
+    np.save(tmp_path / "c.npy", rng_matrix(6, 3) * (1 + 1j))
+    refused(table(tmp_path, tmp_path / "c.npy"), "holds complex numbers (complex64)", "np.abs(x) or x.real")
+    np.save(tmp_path / "o.npy", np.array([[1, "a"], [2, "b"]] * 3, dtype=object), allow_pickle=True)
+    message = refused(table(tmp_path, tmp_path / "o.npy"), "holds Python objects")
+    assert "download" not in message
+
+
+def latin1_table(path: Path, at_row: int, rows: int = 400) -> Path:
+    x = rng_matrix(rows, 30)
+    text = write_table(path, x).read_bytes()
+    return path.write_bytes(text.replace(f"\nS{at_row}\t".encode(), f"\nSé{at_row}\t".encode("latin-1"))) and path
+
+
+@pytest.mark.parametrize("at_row", [2, 300])  # in the header block, and past the first 8 KB (a traceback)
+def test_latin1_table_is_named_as_an_encoding_problem_with_the_fix(at_row, tmp_path):
+    path = latin1_table(tmp_path / "lat.tsv", at_row)
+    refused(table(tmp_path, path), "is not UTF-8 text", f"line {at_row + 2} holds the byte 0xe9",
+            "iconv -f latin1 -t utf-8")
+
+
+def test_parquet_with_numbers_stored_as_text_names_the_column_type(tmp_path):
+    frame = pd.DataFrame({"id": [f"S{i}" for i in range(6)], "G0": [f"{v:.1f}" for v in range(6)],
+                          "G1": np.arange(6.0)})
+    frame.to_parquet(tmp_path / "text.parquet")
+    message = refused(table(tmp_path, tmp_path / "text.parquet"), "column 'G0' is stored as text", "astype(float)")
+    assert "not a number" not in message
+
+
+def test_one_sample_is_singular_and_refused_files_are_not_said_to_be_cached(tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        refused(table(tmp_path, write_table(tmp_path / "one.tsv", rng_matrix(1, 3))), "holds 1 sample;")
+    assert "cached" not in caplog.text
+
+
+# ---- 8 and 13: the data cache ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overwrite", [np.nan, 7.5])
+def test_cache_entry_overwritten_since_it_was_written_is_rebuilt(overwrite, tmp_path, caplog):
+    cfg = SyntheticDataConfig(n_samples=40, n_genes=8, n_types=2, cache_dir=str(tmp_path))
+    clean = np.array(load_dataset(cfg).x)
+    (npy,) = tmp_path.glob("*.npy")
+    np.save(npy, np.full_like(clean, overwrite))
+    cache._verified.clear()  # a new process: nothing checked yet
+    with caplog.at_level(logging.WARNING):
+        again = load_dataset(cfg)
+    assert "does not match its checksum" in caplog.text
+    np.testing.assert_array_equal(np.asarray(again.x), clean)
+
+
+def test_unwritable_cache_runs_uncached_with_a_warning(tmp_path):
+    (tmp_path / "file").write_text("")  # below a file: no directory can be made, even by root (who ignores modes)
+    proc = run_cli(*TINY, f"data.cache_dir={tmp_path / 'file' / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot write the data cache" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert read_result(tmp_path / "run")["status"] == "ok"

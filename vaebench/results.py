@@ -16,11 +16,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
+
+from vaebench.atomic import temp_beside
 
 SCHEMA = 2  # 2: baselines, collapse diagnostics, latent-score baselines, stopping details (issue 11)
 RESULT_FILE = "result.json"
@@ -192,7 +193,7 @@ def _finite(value: Any) -> Any:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

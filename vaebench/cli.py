@@ -67,6 +67,7 @@ def _task(cfg: DictConfig) -> Optional[float]:
                      job_num=hc.job.get("num") or 0)
     except UserError as e:
         print(f"vaebench: error: {e}", file=sys.stderr)
+        quiet_console(lambda r: True)  # the line above is the terminal's copy; run.log gets the record
         log.error("%s", e)
         sys.exit(2)
     if multirun:

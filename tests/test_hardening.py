@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +175,99 @@ def test_unwritable_cache_runs_uncached_with_a_warning(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "cannot write the data cache" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     assert read_result(tmp_path / "run")["status"] == "ok"
+
+
+# ---- 4 and 15: SIGTERM / Ctrl-C stop the whole sweep, workers too ------------------------------------
+
+LONG_GRID = ["-m", "lr=1e-4,1e-3,1e-2,1e-1", "data.n_samples=1500", "data.n_genes=300", "trainer.max_epochs=500",
+             "trainer.rel_tol=0", "trainer.batch_size=128", "device=cpu", "hydra.sweep.dir=sweep",
+             "hydra.launcher.n_jobs=2"]
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a killed orphan stays in /proc until its new parent reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_the_sweep_and_its_workers_with_one_line(signum, tmp_path):
+    exe = str(Path(sys.executable).with_name("vaebench"))
+    proc = subprocess.Popen([exe, *LONG_GRID], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 600  # a loaded machine takes minutes to start a sweep
+    while len(list((tmp_path / "sweep").rglob("metrics.csv"))) < 2 and time.time() < deadline:
+        time.sleep(0.1)  # both workers are training
+    workers = children(proc.pid)
+    assert len(workers) >= 2
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)  # Ctrl-C: the terminal signals the whole process group
+    else:
+        proc.send_signal(signum)  # kill PID: the main process only; its workers trained on before
+    try:
+        _, err = proc.communicate(timeout=15)  # workers holding the pipes open would hang this
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+    assert proc.returncode == 128 + signum
+    assert err.strip().splitlines() == [err.strip()] and "Traceback" not in err
+    assert err.startswith(f"vaebench: interrupted by {signum.name}: stopped the sweep into sweep") and "resume" in err
+    time.sleep(1)
+    assert not [w for w in workers if running(w)]
+    assert not list((tmp_path / "sweep").rglob("result.json"))  # nothing finished, nothing written after
+
+
+# ---- 11: two identical sweeps into one directory -----------------------------------------------------
+
+def test_two_identical_sweeps_train_each_job_once_and_count_to_their_total(tmp_path):
+    grid = ["-m", "lr=1e-3,1e-2", *TINY, "hydra.sweep.dir=sweep", "hydra.launcher.n_jobs=1"]
+    exe = str(Path(sys.executable).with_name("vaebench"))
+    procs = [subprocess.Popen([exe, *grid], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    logs = [d.read_text() for d in (tmp_path / "sweep").glob("*/run.log")]
+    assert len(logs) == 2
+    assert all(log.count("-> ok") == 1 and log.count("skipped:") == 1 for log in logs)  # trained once each
+    for out, _ in outs:
+        counters = re.findall(r"^\[(\d+)/(\d+)\]", out, re.M)
+        assert sorted(counters) == [("1", "2"), ("2", "2")], out
+
+
+# ---- 14: a job whose directory cannot be written -----------------------------------------------------
+
+def test_a_job_that_cannot_write_its_directory_costs_one_line_and_the_others_run(tmp_path):
+    (tmp_path / "sweep").mkdir()
+    blocked = ",".join(sorted(["lr=0.01", *TINY[:4]]))  # the job's directory name: its overrides, sorted
+    (tmp_path / "sweep" / blocked).write_text("")  # a file where the directory should be: even root cannot write
+    proc = run_cli("-m", "lr=0.001,0.01,0.1", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("vaebench: error:")]
+    assert len(errors) == 1 and "job lr=0.01" in errors[0] and "cannot write its output" in errors[0]
+    assert sorted(r["lr"] for r in map(read_result, (tmp_path / "sweep").glob("*")) if r) == [0.001, 0.1]
+
+
+# ---- 20: found before launch, not after jobs started -------------------------------------------------
+
+def test_drop_last_without_a_full_batch_is_a_config_error_before_any_job(tmp_path):
+    proc = run_cli("-m", "trainer.drop_last=true", "trainer.batch_size=64,512", *TINY[:3], "device=cpu",
+                   "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("vaebench: error: config key 'trainer.drop_last': 216 training rows")
+    assert not (tmp_path / "sweep").exists() or not list((tmp_path / "sweep").rglob("run.log"))
+
+
+def test_bad_file_among_swept_data_paths_stops_the_sweep_before_any_job(tmp_path):
+    good = write_table(tmp_path / "good.tsv", rng_matrix(40, 6))
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(good.read_text().replace("\tG2", "\tG1"))  # a duplicated gene name
+    proc = run_cli("-m", "data=table", f"data.path={good},{bad}", f"data.cache_dir={tmp_path / 'cache'}",
+                   "trainer.max_epochs=1", "trainer.batch_size=16", "device=cpu", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"vaebench: error: data file '{bad}'") and "duplicated" in proc.stderr
+    assert not list((tmp_path / "sweep").rglob("run.log"))

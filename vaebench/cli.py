@@ -146,9 +146,11 @@ def stop_on_signals() -> None:
                         f"no result.json: rerun the command to run it")
             except (ValueError, AttributeError):  # before Hydra had composed the config, or before a sweep began
                 what = "stopped before any run started; nothing was written"
-        print(f"vaebench: interrupted by {signal.Signals(signum).name}: {what}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(128 + signum)
+        try:
+            print(f"vaebench: interrupted by {signal.Signals(signum).name}: {what}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+        finally:  # even when the terminal or pipe is gone (print raises): exit, never train on
+            os._exit(128 + signum)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)

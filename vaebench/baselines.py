@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from vaebench.latent import label_scores, latent_means
+from vaebench.latent import label_scores, latent_means, too_few_rows
 from vaebench.models import BaseVAE, ModelConfig, build_model
 from vaebench.models.base import kl_per_dim
 from vaebench.results import LATENT_SCORES, F, latent_field
@@ -173,4 +173,5 @@ def latent_scores_with_references(model: BaseVAE, model_cfg: ModelConfig, x: tor
     for reference, scores in refs.items():
         out.update({latent_field(score, reference): scores[score] for score in LATENT_SCORES})
     out[F.latent_seconds] = round(time.perf_counter() - started, 3)
+    out[F.latent_note] = too_few_rows(y[val_idx])  # why the scores are null, when the rows are too few
     return out

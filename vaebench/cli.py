@@ -1,24 +1,29 @@
 """`vaebench`: compose the config with Hydra and run one job (or, with -m, a sweep of them).
 
 Exit status: 0 when every job ran, whatever each job's status (ok, nan, oom, error: see result.json);
-2 for a mistake the user can fix (unknown key or option, bad value, bad data file), with one line.
+2 for a mistake the user can fix (unknown key or option, bad value, bad data file, an output directory
+that cannot be written), with one line; 130 / 143 when Ctrl-C (SIGINT) / SIGTERM stopped it, with one line.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from vaebench.claim import claimed
+from vaebench import launcher, sweep
 from vaebench.config import register_configs
 from vaebench.errors import UserError
+from vaebench.launcher import NOT_WRITTEN, cannot_write
 from vaebench.sweep import job_dirname, report_job
 
 log = logging.getLogger("vaebench")
@@ -62,13 +67,23 @@ def _task(cfg: DictConfig) -> Optional[float]:
         quiet_console(lambda r: r.name.startswith("vaebench.") and r.name != "vaebench.sweep")
     elif interactive:  # the progress bar replaces the epoch lines
         quiet_console(lambda r: r.name == "vaebench.epochs")
+    out_dir = Path(hc.runtime.output_dir)
     try:
-        result = run(cfg, Path(hc.runtime.output_dir), threads=threads_per_job(), progress_bar=interactive,
-                     job_num=hc.job.get("num") or 0)
+        with claimed(out_dir):  # a second sweep into the same directory waits here, then skips the finished job
+            result = run(cfg, out_dir, threads=threads_per_job(), progress_bar=interactive,
+                         job_num=hc.job.get("num") or 0)
     except UserError as e:
         print(f"vaebench: error: {e}", file=sys.stderr)
+        quiet_console(lambda r: True)  # the line above is the terminal's copy; run.log gets the record
         log.error("%s", e)
         sys.exit(2)
+    except OSError as e:  # result.json or metrics.csv: the directory is not writable (or the disk is full)
+        if not multirun:
+            print(f"vaebench: error: cannot write the run's output in {out_dir} ({e.strerror or e}); "
+                  f"fix it or choose another hydra.run.dir", file=sys.stderr)
+            sys.exit(2)
+        print(cannot_write(" ".join(hc.overrides.task), e), file=sys.stderr, flush=True)
+        return NOT_WRITTEN
     if multirun:
         print(report_job(Path(hc.sweep.dir), result), flush=True)
     return result.get("val_recon_mse")  # the value a Hydra optimizing sweeper minimises
@@ -87,8 +102,64 @@ OmegaConf.register_new_resolver("vaebench.parallel_jobs", parallel_jobs, replace
 OmegaConf.register_new_resolver("vaebench.job_dirname", job_dirname, replace=True)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (the sweep's workers, their helpers), from /proc: children first."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        children = parents.get(queue.pop(), [])
+        found += children
+        queue += children
+    return found
+
+
+def stop_on_signals() -> None:
+    """SIGINT (Ctrl-C) and SIGTERM stop the whole command, parallel workers too, with one line and no traceback.
+
+    Without this, SIGTERM killed only the main process while joblib's workers trained on and wrote results,
+    and Ctrl-C printed a traceback from every process. Finished results are whole files (written by rename),
+    so stopping at any moment loses only the runs in flight; the job claims are flocks the kernel releases.
+    """
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        workers = descendants(os.getpid())
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)  # a worker mid-epoch has nothing to save: its run restarts on resume
+            except OSError:
+                pass
+        if sweep.current_dir is not None:
+            what = (f"stopped the sweep into {sweep.current_dir} and its {len(workers)} worker processes; finished "
+                    f"runs are kept, runs in flight left no result: rerun the same command to resume")
+        else:
+            try:
+                what = (f"the run into {HydraConfig.get().runtime.output_dir} stopped before it finished and left "
+                        f"no result.json: rerun the command to run it")
+            except (ValueError, AttributeError):  # before Hydra had composed the config, or before a sweep began
+                what = "stopped before any run started; nothing was written"
+        try:
+            print(f"vaebench: interrupted by {signal.Signals(signum).name}: {what}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+        finally:  # even when the terminal or pipe is gone (print raises): exit, never train on
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main() -> None:
     register_configs()
+    launcher.install()
+    stop_on_signals()
     try:
         _task()
     except SystemExit as e:
@@ -97,6 +168,8 @@ def main() -> None:
         if e.code == 1:
             sys.exit(2)
         raise
+    if launcher.unwritable_jobs:  # each said why in its own line; the exit status says it too
+        sys.exit(2)
 
 
 if __name__ == "__main__":

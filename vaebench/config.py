@@ -7,6 +7,7 @@ runs the range checks below; the task and the sweeper both call it before a job 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,6 +20,10 @@ from omegaconf.errors import OmegaConfBaseException
 from vaebench.data.config import DATA_SCHEMAS
 from vaebench.errors import UserError, require
 from vaebench.models import MODEL_CONFIGS
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # the models train in float32: a larger lr overflows in the optimizer
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -109,9 +114,10 @@ class Config:
     resume: bool = True
 
     def __post_init__(self) -> None:
-        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(0 < self.lr <= FLOAT32_MAX, "lr", f"must be > 0 and fit a float32 (<= 3.4e38), got {self.lr}")
         require(self.latent_dim >= 1, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        # numpy, torch and scikit-learn all take the seed; scikit-learn's random_state stops at 2**32 - 1.
+        require(0 <= self.seed <= MAX_SEED, "seed", f"must be in 0 ... {MAX_SEED} (2**32 - 1), got {self.seed}")
         require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device",
                 f"use auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -147,9 +153,23 @@ def schema_defaults(typed: Config) -> dict[str, Any]:
     return top
 
 
+def require_finite(node: Any, key: str = "") -> None:
+    """No key may be inf or nan: a range check such as lr > 0 lets inf through, and the result would
+    store it as null."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            require_finite(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            require_finite(value, f"{key}[{i}]")
+    elif isinstance(node, float):
+        require(math.isfinite(node), key, f"must be a finite number, got {node}")
+
+
 def validate(cfg: DictConfig) -> Config:
     """The composed config as dataclasses, with every range check run; UserError names the bad key."""
     try:
+        require_finite(OmegaConf.to_container(cfg, resolve=True))
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         raise UserError(f"config: {e}".splitlines()[0]) from None

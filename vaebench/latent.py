@@ -17,6 +17,9 @@ import torch
 from vaebench.models import BaseVAE
 from vaebench.results import F, LATENT_SCORES as FIELDS
 
+MIN_VAL_ROWS = 10  # below this, k-means and a probe score by chance: 2 rows of 2 labels give ARI 1.0
+MIN_ROWS_PER_LABEL = 2  # a label seen once is its own cluster: one label per sample gives ARI 1.0
+
 
 def latent_means(model: BaseVAE, x: torch.Tensor, batch_size: int) -> np.ndarray:
     model.eval()
@@ -25,9 +28,22 @@ def latent_means(model: BaseVAE, x: torch.Tensor, batch_size: int) -> np.ndarray
     return torch.cat(parts).float().cpu().numpy().astype(np.float64)
 
 
+def too_few_rows(y_val: np.ndarray) -> Optional[str]:
+    """Why the validation rows cannot give meaningful scores, in words; None when they can."""
+    if len(y_val) < MIN_VAL_ROWS:
+        return f"{len(y_val)} validation rows; the latent scores need at least {MIN_VAL_ROWS}"
+    labels, counts = np.unique(y_val, return_counts=True)
+    if counts.min() < MIN_ROWS_PER_LABEL:
+        return (f"{int((counts < MIN_ROWS_PER_LABEL).sum())} of {len(labels)} labels have fewer than "
+                f"{MIN_ROWS_PER_LABEL} validation rows (first: '{labels[counts.argmin()]}'); use more samples, "
+                f"a larger trainer.val_fraction or coarser labels")
+    return None
+
+
 def label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray,
                  seed: int) -> dict[str, Optional[float]]:
-    """The four scores for latent points with known labels; None where a score is undefined."""
+    """The four scores for latent points with known labels; None where a score is undefined or where
+    too_few_rows says the validation rows cannot carry it."""
     # Imported here: scikit-learn takes about a second to import, and only runs with labels pay for it.
     from sklearn.cluster import KMeans
     from sklearn.linear_model import LogisticRegression
@@ -37,7 +53,7 @@ def label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_
 
     scores: dict[str, Optional[float]] = dict.fromkeys(FIELDS)
     n_labels = len(np.unique(y_val))
-    if n_labels < 2 or not (np.isfinite(z_train).all() and np.isfinite(z_val).all()):
+    if n_labels < 2 or too_few_rows(y_val) or not (np.isfinite(z_train).all() and np.isfinite(z_val).all()):
         return scores
     clusters = KMeans(n_clusters=n_labels, n_init=4, random_state=seed).fit_predict(z_val)
     scores[F.latent_ari] = float(adjusted_rand_score(y_val, clusters))

@@ -16,11 +16,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
+
+from vaebench.atomic import temp_beside
 
 SCHEMA = 2  # 2: baselines, collapse diagnostics, latent-score baselines, stopping details (issue 11)
 RESULT_FILE = "result.json"
@@ -95,6 +96,8 @@ class Result:
                                                          "(near 0 when cached)")
     scoring_error: Optional[str] = _info("an exception in the scoring after training (baselines, latent scores): "
                                          "the trained result is kept, the scores stay null")
+    latent_note: Optional[str] = _info("why the latent scores are null although the data has labels "
+                                       "(too few validation rows, or a label with fewer than 2)")
     # Failures.
     failed_epoch: Optional[int] = _info("the epoch in which a failed run failed")
     error: Optional[str] = _info("the exception, for nan / oom / error")
@@ -190,7 +193,7 @@ def _finite(value: Any) -> Any:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

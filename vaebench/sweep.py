@@ -5,6 +5,10 @@ types, but not ranges (latent_dim=0). `SweepCallback.on_multirun_start` runs in 
 it expands the grid exactly as the basic sweeper will, validates each distinct swept value, and records
 the job count. Each job then appends one line to the sweep's progress file as it ends (under a lock, so
 the [k/N] counter is right across parallel workers) and `on_multirun_end` prints the summary.
+
+Two invocations may share a sweep directory (the same command started twice): each tags its lines with its
+own id, handed to its jobs through the environment (worker processes and cluster jobs inherit it), and
+counts only its own, so no counter exceeds its total.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
@@ -29,12 +35,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vaebench.config import validate
 from vaebench.errors import UserError
+from vaebench.precheck import check_data
 from vaebench.results import describe
 
 log = logging.getLogger("vaebench.sweep")
 
 SWEEP_FILE = ".vaebench-sweep.json"  # job count and start time of the latest invocation
-PROGRESS_FILE = ".vaebench-progress.jsonl"  # one line per finished job of that invocation
+PROGRESS_FILE = ".vaebench-progress.jsonl"  # one line per finished job, tagged with its invocation's id
+current_dir: Optional[Path] = None  # in the main process: the sweep running now (for the interrupt message)
+INVOCATION_ENV = "VAEBENCH_SWEEP"  # {"id": ..., "jobs": N} of the invocation a job belongs to
 
 
 def job_dirname(override_dirname: str) -> str:
@@ -72,46 +81,77 @@ class SweepCallback(Callback):
         jobs = job_overrides(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
         if jobs:
             try:
-                for overrides in distinct_value_jobs(jobs):
-                    validate(compose(config_name=kwargs.get("config_name") or "config", overrides=overrides))
+                typed = [validate(compose(config_name=kwargs.get("config_name") or "config", overrides=overrides))
+                         for overrides in distinct_value_jobs(jobs)]
+                checked = set()
+                for cfg in typed:  # each distinct data set and batch setting once: a bad file stops the sweep here
+                    key = (repr(cfg.data), cfg.trainer.val_fraction, cfg.trainer.batch_size, cfg.trainer.drop_last)
+                    if key not in checked:
+                        check_data(cfg)
+                        checked.add(key)
             except (UserError, HydraException, OmegaConfBaseException) as e:
                 # Hydra turns a callback's exception into a warning and goes on; a bad value must stop here.
                 print("vaebench: error: " + ": ".join([line.strip() for line in str(e).splitlines() if line.strip()][:2]),
                       file=sys.stderr)
                 raise SystemExit(2) from None
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / PROGRESS_FILE).write_text("")
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps({"jobs": len(jobs) if jobs else None,
-                                                        "started": time.time()}))
+        global current_dir
+        sweep_dir = current_dir = Path(config.hydra.sweep.dir)
+        invocation = {"id": uuid.uuid4().hex[:12], "jobs": len(jobs) if jobs else None, "started": time.time()}
+        os.environ[INVOCATION_ENV] = json.dumps(invocation)
+        try:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            (sweep_dir / PROGRESS_FILE).touch()
+            (sweep_dir / SWEEP_FILE).write_text(json.dumps(invocation))
+        except OSError as e:  # each job that cannot write says so itself; the others still run
+            print(f"vaebench: warning: cannot write in the sweep directory {sweep_dir} ({e.strerror or e}); "
+                  f"jobs that need to write there will say so", file=sys.stderr)
         if jobs:
             log.info("sweep of %d jobs into %s", len(jobs), sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        lines = (sweep_dir / PROGRESS_FILE).read_text().splitlines()
-        counts = Counter(json.loads(line)["status"] for line in lines)
-        started = json.loads((sweep_dir / SWEEP_FILE).read_text())["started"]
+        invocation = this_invocation(sweep_dir)
+        lines = [e for e in progress_entries(sweep_dir) if e.get("sweep") == invocation.get("id")]
+        counts = Counter(e["status"] for e in lines)
+        started = invocation.get("started") or time.time()
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         message = f"sweep done: {len(lines)} jobs ({summary}) in {time.time() - started:.1f} s; results in {sweep_dir}"
         log.info(message)
 
 
+def this_invocation(sweep_dir: Path) -> dict[str, Any]:
+    """The invocation this process belongs to: from the environment, else the sweep's latest."""
+    try:
+        return json.loads(os.environ.get(INVOCATION_ENV) or (sweep_dir / SWEEP_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def progress_entries(sweep_dir: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in (sweep_dir / PROGRESS_FILE).read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
 def report_job(sweep_dir: Path, result: dict[str, Any]) -> str:
     """Record one finished job in the sweep's progress file and return its progress line."""
     status = "skipped" if result.get("skipped") else result["status"]
-    entry = {"status": status, "config_hash": result["config_hash"], "seconds": result.get("wall_time_s")}
+    invocation = this_invocation(sweep_dir)
+    entry = {"status": status, "config_hash": result["config_hash"], "seconds": result.get("wall_time_s"),
+             "sweep": invocation.get("id")}
+    total = invocation.get("jobs")
     try:
-        total = json.loads((sweep_dir / SWEEP_FILE).read_text()).get("jobs")
-    except (OSError, ValueError):
-        total = None
-    with open(sweep_dir / PROGRESS_FILE, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        f.seek(0)
-        done = sum(1 for _ in f)
-        fcntl.flock(f, fcntl.LOCK_UN)
+        with open(sweep_dir / PROGRESS_FILE, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            f.seek(0)
+            tag = json.dumps({"sweep": entry["sweep"]})[1:-1]  # '"sweep": "<id>"', as json.dumps wrote it above
+            done: Any = sum(1 for line in f if tag in line)
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:  # a read-only sweep directory (a resumed, finished sweep): no counter, still a line
+        done = "?"
     counter = f"[{done}/{total}]" if total else f"[{done}]"
     return f"{counter} {describe(result, status)}"
 

@@ -27,6 +27,7 @@ from vaebench.baselines import assess
 from vaebench.results import METRICS_FILE, Result, config_hash, describe, finished_result, write_result
 from vaebench.data.split import split_indices
 from vaebench.device import is_out_of_memory, peak_memory_mb, pick_device, release_memory, reset_peak_memory
+from vaebench.precheck import require_split, require_training_batch
 from vaebench.progress import MetricsWriter, ProgressBar
 from vaebench.train import NonFiniteError, fit
 
@@ -79,9 +80,8 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         raise UserError(f"config key 'device': {typed.device} asked for, but CUDA is not available; use device=auto")
     data, x = resident_data(typed, device)  # UserError on bad data: not a result, the user must fix it
     train_idx, val_idx = split_indices(len(data.x), data.labels, typed.trainer.val_fraction, split_seed(typed))
-    if len(train_idx) < 2 or len(val_idx) < 2:
-        raise UserError(f"data: {len(data.x)} samples give {len(train_idx)} training and {len(val_idx)} validation "
-                        f"rows; each needs at least 2 (use more samples or change trainer.val_fraction)")
+    require_split(len(data.x), len(train_idx), len(val_idx))
+    require_training_batch(len(train_idx), typed.trainer)
 
     result = Result(
         model=typed.model.name, optimizer=typed.optimizer.name, lr=typed.lr, latent_dim=typed.latent_dim,

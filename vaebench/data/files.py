@@ -99,8 +99,10 @@ def _text_header(src: Source) -> tuple[list[str], str, bool]:
     except (OSError, EOFError, zlib.error) as e:
         raise src.refuse(f"is not a readable gzip file ({one_line(e)})", REDOWNLOAD) from None
     except UnicodeDecodeError:
-        raise src.refuse("is not a text table (not UTF-8 text)",
-                         "give a .csv/.tsv (gzip or not), .parquet or .npy file, or an .h5ad with data=h5ad") from None
+        if b"\0" in _head(src, gz):  # binary, not text in another encoding
+            raise src.refuse("is not a text table (it holds binary data)", "give a .csv/.tsv (gzip or not), "
+                             ".parquet or .npy file, or an .h5ad with data=h5ad") from None
+        raise src.refuse(*_not_utf8(src, gz)) from None
     line = line.rstrip("\r\n")
     if not line.strip():
         raise src.refuse("has no header line (the file or its first line is empty)",
@@ -112,6 +114,32 @@ def _text_header(src: Source) -> tuple[list[str], str, bool]:
     if len(header) < 2:
         raise src.refuse("has a single column", "separate columns with tabs or commas; the first column holds ids")
     return header, sep, gz
+
+
+def _head(src: Source, gz: bool) -> bytes:
+    try:
+        with (gzip.open if gz else open)(src.path, "rb") as f:
+            return f.read(8192)
+    except (OSError, EOFError, zlib.error):
+        return b""
+
+
+def _not_utf8(src: Source, gz: bool) -> tuple[str, str]:
+    """Where the text stops being UTF-8, and how to convert it (only after a decoding error: reads line by line)."""
+    where = "somewhere"
+    with (gzip.open if gz else open)(src.path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                byte = line[e.start]
+                where = f"line {number} holds the byte 0x{byte:02x} ({bytes([byte]).decode('latin-1')!r} in Latin-1)"
+                break
+    convert = f"iconv -f latin1 -t utf-8 '{src.shown}' > converted{''.join(src.path.suffixes)}"
+    if gz:
+        convert = f"zcat '{src.shown}' | iconv -f latin1 -t utf-8 | gzip > converted{''.join(src.path.suffixes)}"
+    return (f"is not UTF-8 text ({where}; probably Latin-1 or Windows-1252)",
+            f"save it as UTF-8, e.g. {convert}, and point {src.key} at the converted file")
 
 
 def _read_text(src: Source, header: list[str], sep: str, gz: bool, text_columns: set[int],
@@ -126,10 +154,15 @@ def _read_text(src: Source, header: list[str], sep: str, gz: bool, text_columns:
             table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
                 column_types=types, strings_can_be_null=True), **options)
     except pa.ArrowInvalid as e:
+        if "invalid UTF8" in str(e):
+            raise src.refuse(*_not_utf8(src, gz)) from None
         bad = re.search(r"In CSV column #(\d+): CSV conversion error", str(e))
         if bad:
-            raise src.refuse(_first_non_number(src, header, gz, int(bad.group(1)), options),
-                             numeric_fix or "every value must be a number") from None
+            try:
+                problem = _first_non_number(src, header, gz, int(bad.group(1)), options)
+            except pa.ArrowInvalid:  # the cell is not even UTF-8 text
+                raise src.refuse(*_not_utf8(src, gz)) from None
+            raise src.refuse(problem, numeric_fix or "every value must be a number") from None
         raise src.refuse(f"is not a well-formed {'tab' if sep == chr(9) else 'comma'}-separated table "
                          f"({one_line(e)})", "every row needs one field per header column") from None
     except (OSError, EOFError, zlib.error) as e:
@@ -160,6 +193,23 @@ def _ids(src: Source, column: pa.ChunkedArray, what: str) -> list[str]:
     if column.null_count:
         raise src.refuse(f"the {what} on line {ids.index(None) + 2} is empty", f"every row needs its {what}")
     return ids
+
+
+def _require_id_column(src: Source, name: str, ids: list[Any]) -> None:
+    """The first column holds sample ids. A column of numbers there is a gene of a table written without
+    ids; taking it as ids would drop that gene silently. Distinct whole numbers (1, 2, 3) pass as ids."""
+    numbers = []
+    for value in ids:
+        try:
+            numbers.append(float(value))
+        except (TypeError, ValueError):
+            return
+    if all(x.is_integer() for x in numbers) and len(set(numbers)) == len(numbers):
+        return
+    raise src.refuse(f"its first column{f' ({name!r})' if name else ''} holds numbers ({', '.join(map(str, ids[:2]))}, ...), "
+                     "not sample ids: it looks like a gene of a table written without ids",
+                     "vaebench takes the first column as sample ids: add a column of ids before the genes, "
+                     "or save the bare matrix as .npy (samples are then numbered)")
 
 
 def _require_unique(src: Source, names: list[str], what: str) -> None:
@@ -200,8 +250,9 @@ def read_table(src: Source, label_column: Optional[str]) -> Matrix:
                                              "; if this column holds labels, name it with data.label_column")
     table = _read_text(src, header, sep, gz, {0} if label_at is None else {0, label_at}, fix)
     genes = [i for i in range(1, len(header)) if i != label_at]
-    matrix = Matrix(values=_columns_as_rows(table, genes).T, sample_ids=_ids(src, table.column(0), "sample id"),
-                    gene_names=[header[i] for i in genes])
+    ids = _ids(src, table.column(0), "sample id")
+    _require_id_column(src, header[0], ids)
+    matrix = Matrix(values=_columns_as_rows(table, genes).T, sample_ids=ids, gene_names=[header[i] for i in genes])
     if label_at is not None:
         matrix.labels = _labels(src, matrix.sample_ids, table.column(label_at).to_pylist())
     return matrix
@@ -227,15 +278,22 @@ def _read_parquet(src: Source, label_column: Optional[str]) -> Matrix:
         column = frame[name]
         if not pd.api.types.is_numeric_dtype(column):
             bad = pd.to_numeric(column, errors="coerce").isna() & column.notna()
-            row = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+            if not bad.any():  # '53.3' stored as a string: the column's type is wrong, not its values
+                raise src.refuse(f"column '{name}' is stored as text ({column.dtype}, e.g. {column.iloc[0]!r}), "
+                                 "not as numbers", "write the gene columns with a numeric type, e.g. "
+                                 "frame[genes] = frame[genes].astype(float) before to_parquet")
+            row = int(np.flatnonzero(bad.to_numpy())[0])
             raise src.refuse(f"row '{frame.iloc[row, 0]}', column '{name}' holds {column.iloc[row]!r}, which is not "
                              "a number", "every gene column must be numeric")
     ids = frame.iloc[:, 0]
     if ids.isna().any():
         raise src.refuse(f"the sample id in row {int(np.flatnonzero(ids.isna().to_numpy())[0])} is empty",
                          "every row needs its sample id")
-    matrix = Matrix(values=frame[genes].to_numpy(dtype=np.float64), sample_ids=[str(s) for s in ids],
-                    gene_names=genes)
+    _require_id_column(src, names[0], ids.tolist())
+    values = frame[genes].to_numpy()
+    if np.iscomplexobj(values):
+        raise src.refuse(*_complex(values))
+    matrix = Matrix(values=values.astype(np.float64), sample_ids=[str(s) for s in ids], gene_names=genes)
     if label_column is not None:
         matrix.labels = _labels(src, matrix.sample_ids, frame[label_column].tolist())
     return matrix
@@ -244,8 +302,15 @@ def _read_parquet(src: Source, label_column: Optional[str]) -> Matrix:
 def _read_npy(src: Source, label_column: Optional[str]) -> Matrix:
     try:
         values = np.load(src.path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # never unpickled: loading it could run code from the file
+            raise src.refuse("holds Python objects (an object array), not numbers",
+                             "save a numeric array, e.g. np.save(path, x.astype(np.float32))") from None
         raise src.refuse(f"cannot be read as a .npy array ({one_line(e)})", REDOWNLOAD) from None
+    except (OSError, EOFError) as e:
+        raise src.refuse(f"cannot be read as a .npy array ({one_line(e)})", REDOWNLOAD) from None
+    if np.iscomplexobj(values):
+        raise src.refuse(*_complex(values))
     if values.ndim != 2 or values.size == 0 or not np.issubdtype(values.dtype, np.number):
         raise src.refuse(f"holds a {values.dtype} array of shape {values.shape}",
                          "a .npy file must hold one numeric samples x genes matrix")
@@ -254,6 +319,11 @@ def _read_npy(src: Source, label_column: Optional[str]) -> Matrix:
                          "data.labels_path; a .npy file's samples are named by row number: 0, 1, ...")
     return Matrix(values=values.astype(np.float64), sample_ids=[str(i) for i in range(values.shape[0])],
                   gene_names=[str(j) for j in range(values.shape[1])])
+
+
+def _complex(values: np.ndarray) -> tuple[str, str]:
+    return (f"holds complex numbers ({values.dtype}); their imaginary parts would be dropped",
+            "save real values, e.g. np.abs(x) or x.real, whichever your data means")
 
 
 def read_xena(src: Source, sample_id_length: Optional[int], sort_samples: bool) -> Matrix:
@@ -304,6 +374,8 @@ def read_h5ad(src: Source, layer: Optional[str], label_column: Optional[str]) ->
     if hasattr(values, "toarray"):  # scipy sparse: the models need the dense matrix anyway
         values = values.toarray()
     values = np.asarray(values)
+    if np.iscomplexobj(values):
+        raise src.refuse(*_complex(values))
     if not np.issubdtype(values.dtype, np.number) or values.size == 0:
         raise src.refuse(f"its matrix is a {values.dtype} array of shape {values.shape}",
                          "it needs a numeric cells/samples x genes matrix")

@@ -66,14 +66,15 @@ def read(cfg: FileDataConfig, src: Source) -> Matrix:
 
 
 def build(cfg: FileDataConfig, src: Source, labels_src: Optional[Source], key: str) -> Dataset:
-    log.info("reading %s (%s); the prepared matrix is cached as %s", src.shown, cfg.name, key)
+    log.info("reading %s (%s)", src.shown, cfg.name)
     matrix = read(cfg, src)
     files.require_unique_names(src, matrix)
     if labels_src is not None:
         matrix.labels = files.read_labels(labels_src, cfg.label_column, matrix.sample_ids)
     n_samples, n_genes_in_file = matrix.values.shape
     if n_samples < MIN_SAMPLES:
-        raise src.refuse(f"holds {n_samples} samples", f"a train/validation split needs at least {MIN_SAMPLES}")
+        raise src.refuse(f"holds {n_samples} sample{'' if n_samples == 1 else 's'}",
+                         f"a train/validation split needs at least {MIN_SAMPLES}")
     nan_replaced = fill_missing(matrix, cfg.nan_policy, src)
     if cfg.log1p:
         apply_log1p(matrix, src)
@@ -89,6 +90,7 @@ def build(cfg: FileDataConfig, src: Source, labels_src: Optional[Source], key: s
     if keep is not None:
         x, genes = x[:, keep], [genes[j] for j in keep]
     record["n_genes"] = len(genes)
+    record["constant_genes"] = count_constant_genes(x, src)
     record["gene_selection"] = None if keep is None else f"top {len(genes)} by {cfg.mad.value} absolute deviation"
     record["scaling"] = cfg.scaling.value
     if cfg.scaling is Scaling.zeroone:
@@ -147,6 +149,24 @@ def top_genes_by_mad(x: np.ndarray, n_genes: Optional[int], mad: Mad, src: Sourc
     else:  # pandas < 2's DataFrame.mad, as tybalt called it
         score = np.mean(np.abs(x - x.mean(axis=0)), axis=0)
     return np.argsort(-score, kind="stable")[:n_genes]
+
+
+CONSTANT_SHARE_WARNED = 0.1
+
+
+def count_constant_genes(x: np.ndarray, src: Source) -> int:
+    """Refuse a matrix in which no gene varies (it trains to a perfect-looking, meaningless fit); warn when
+    many genes are constant, as they scale to 0 and carry nothing."""
+    low, high = gene_range(x)
+    constant = int((low == high).sum())
+    if constant == x.shape[1]:
+        raise src.refuse(f"no gene varies: each of its {constant} kept genes has one value in every sample "
+                         f"(min {float(low.min()):.4g}, max {float(high.max()):.4g})",
+                         "check that the file holds the expression values (not an empty or all-zero export)")
+    if constant >= CONSTANT_SHARE_WARNED * x.shape[1]:
+        log.warning("%s: %d of %d genes are constant; they scale to 0 and teach the models nothing "
+                    "(data.n_genes keeps the most variable genes)", src.shown, constant, x.shape[1])
+    return constant
 
 
 def gene_range(x: np.ndarray, rows: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:

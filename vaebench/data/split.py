@@ -9,19 +9,38 @@ import numpy as np
 
 def split_indices(n: int, labels: Optional[list[str]], val_fraction: float, seed: int
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded train/validation split; stratified by label when labels exist, so each type is in both."""
+    """Seeded train/validation split with round(val_fraction x n) validation rows (at least one, and at
+    least one training row); stratified by label when labels exist.
+
+    Each label gets its share rounded down, then the rows still missing go one each to the labels with the
+    largest remainders (Hamilton's method). Rounding each label on its own would drop a row per small label:
+    600 samples in 30 labels gave 2 validation rows instead of 60. A label never gives its last row to
+    validation, so the probe and the scaler see every label in training.
+    """
     rng = np.random.default_rng(seed)
+    target = max(1, min(n - 1, int(round(val_fraction * n))))
     if labels is None:
         groups = [np.arange(n)]
     else:
         codes = np.unique(np.asarray(labels), return_inverse=True)[1]
         groups = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
-    val = []
-    for members in groups:
-        members = rng.permutation(members)
-        val.append(members[: int(round(val_fraction * len(members)))])
-    val_idx = np.sort(np.concatenate(val))
-    if len(val_idx) == 0 or len(val_idx) == n:  # tiny strata can round every group to 0
-        val_idx = np.sort(rng.permutation(n)[: max(1, min(n - 1, int(round(val_fraction * n))))])
+    members = [rng.permutation(g) for g in groups]
+    sizes = np.array([len(g) for g in groups])
+    share = val_fraction * sizes
+    counts = np.minimum(np.floor(share).astype(int), np.maximum(sizes - 1, 0))
+    room = np.maximum(sizes - 1, 0) - counts
+    # Largest remainder first; ties broken by a seeded draw, not by label order.
+    order = np.lexsort((rng.permutation(len(groups)), -(share - counts)))
+    missing = target - counts.sum()
+    for g in order:
+        if missing <= 0:
+            break
+        if room[g] > 0:
+            counts[g] += 1
+            missing -= 1
+    if missing > 0:  # only labels of one row left (every label a single sample): take those rows
+        singles = [g for g in order if sizes[g] == 1 and counts[g] == 0][:missing]
+        counts[singles] = 1
+    val_idx = np.sort(np.concatenate([m[:c] for m, c in zip(members, counts)]).astype(np.int64))
     train_idx = np.setdiff1d(np.arange(n), val_idx)
     return train_idx, val_idx

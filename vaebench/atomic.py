@@ -1,0 +1,21 @@
+"""Temporary files for atomic writes (write beside, then rename over the target)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def temp_beside(path: Path) -> tuple[int, Path]:
+    """A new, open file next to `path` (same file system, so a rename is atomic), hidden and unique.
+
+    Created with mode 0666 less the umask, as open() makes any other output: tempfile.mkstemp's 0600 would
+    leave result.json unreadable to the other users of a shared sweep directory.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue

@@ -626,7 +626,7 @@ def test_real_results_through_the_installed_command(tmp_path):
     from vaebench.task import run
 
     for optimizer in ("adam", "sgd"):
-        run(make_config(f"optimizer={optimizer}", "resume=false"), tmp_path / "runs" / optimizer)
+        run(make_config(f"optimizer={optimizer}", "resume=false", "data.n_types=3"), tmp_path / "runs" / optimizer)
     done = command("vaebench-aggregate", str(tmp_path / "runs"), cwd=tmp_path, cache=tmp_path / "cache")
     assert done.returncode == 0, done.stderr[-2000:]
     out = tmp_path / "runs" / "aggregate"

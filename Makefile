@@ -31,10 +31,12 @@ test-slow: install
 test-cuda: install  ## on a machine with a GPU
 	$(BIN)/pytest -q -m cuda
 
-demo: install  ## a small sweep of all four models on the built-in data, into outputs/demo
-	$(BIN)/vaebench -m +experiment=demo hydra.sweep.dir=outputs/demo
-	$(BIN)/vaebench-aggregate outputs/demo
-	@echo "results: outputs/demo/*/result.json (one per run); table, dot-plots, report: outputs/demo/aggregate/"
+demo: install  ## the demo grid of all four models on built-in data under both objectives, into outputs/demo
+	$(BIN)/vaebench -m +experiment=demo hydra.sweep.dir=outputs/demo/paper
+	$(BIN)/vaebench -m +experiment=demo_elbo hydra.sweep.dir=outputs/demo/elbo
+	$(BIN)/vaebench-aggregate outputs/demo/paper
+	$(BIN)/vaebench-aggregate outputs/demo/elbo
+	@$(BIN)/python -m vaebench.learned outputs/demo/paper outputs/demo/elbo
 
 sweep-all: install  ## the study's grid for all four models (360 runs); rerun to resume after a stop
 	$(BIN)/vaebench -m +experiment=paper_grid model=vae,iwae,infovae,logcosh seed=$(SEEDS) \

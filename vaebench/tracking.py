@@ -123,6 +123,7 @@ class MlflowTracker:
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
 
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
         client = MlflowClient(tracking_uri=self.uri)
         with _sqlite_lock(self.uri):
             found = client.get_experiment_by_name(experiment)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vaebench.anova import factorial_anova, failure_interaction
+from vaebench.anova import factorial_anova, failure_interaction, failure_lines, variation_lines
 
 OPT = {"adam": -1.0, "rmsprop": -0.5, "sgd": 1.5}  # main effects, each summing to zero
 LR = {1e-4: 1.0, 1e-3: -0.25, 1e-2: -0.75}
@@ -95,3 +95,14 @@ def test_failures_that_add_up_on_the_logit_scale_are_no_interaction():
 def test_no_failure_test_with_one_optimizer():
     runs, failed = failures({("adam", 1e-3): 2, ("adam", 1e-2): 5})
     assert failure_interaction(runs, failed) is None
+
+
+def test_report_lines_name_the_interaction_and_its_test():
+    df = grid(three_way=0.4)
+    text = "\n".join(variation_lines(df, df["y"], "ln(val_recon_mse)", lambda t: t.to_string()))
+    assert "optimizer x lr" in text and "over 36 successful runs" in text and "residual" in text
+    counts = {(o, lr): 2 for o in OPT for lr in LR} | {("sgd", 1e-2): 18, ("adam", 1e-4): 18}
+    runs, failed = failures(counts)
+    text = "\n".join(failure_lines(runs, failed, lambda t: t.to_string(), lambda lr: f"{lr:g}"))
+    assert "18/20" in text and "df = 4" in text and "yes: the interaction matters" in text
+    assert failure_lines(runs, failed & False, str, str) == []  # no failure: nothing to say

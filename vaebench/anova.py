@@ -17,11 +17,14 @@ import itertools
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+FACTORS = ("optimizer", "lr", "latent_dim")  # the study's grid
+BLOCK = "seed"
 
 
 @dataclass
@@ -107,3 +110,46 @@ def failure_interaction(runs: pd.DataFrame, failed: pd.Series, a: str = "optimiz
     statistic = max(float(fit.deviance), 0.0)
     df = (n_a - 1) * (n_b - 1)
     return FailureTest(cells=cells, lr_statistic=statistic, df=df, p=float(stats.chi2.sf(statistic, df)))
+
+
+def terms_table(result: Anova) -> pd.DataFrame:
+    """The ANOVA as the report shows it: one row per term, largest partial eta squared first, then the residual."""
+    t = result.table
+    terms = t.drop(index="Residual").sort_values("partial_eta_sq", ascending=False)
+    rows = [{"term": name, "df": int(r["df"]), "partial η²": r["partial_eta_sq"], "F": r["F"], "p": r["p"]}
+            for name, r in terms.iterrows()]
+    rows.append({"term": "residual", "df": int(t.loc["Residual", "df"]), "partial η²": math.nan, "F": math.nan,
+                 "p": math.nan})
+    return pd.DataFrame(rows)
+
+
+def variation_lines(ok: pd.DataFrame, y: pd.Series, y_name: str, table: Callable[[pd.DataFrame], str]) -> list[str]:
+    """The report's "what explains the variation" part for one model: the ANOVA of y over its successful runs."""
+    frame = ok.assign(y=y.to_numpy())
+    result = factorial_anova(frame, "y", FACTORS, block=BLOCK)
+    if result is None:
+        return ["Too few successful runs for an analysis of variance.", ""]
+    lines = [f"Factorial ANOVA of {y_name} over {result.n} successful runs: optimizer, lr, latent_dim and their "
+             "two-way interactions, seed as a block (when there are several). Partial η² of a term is the share of "
+             "the variation the other terms leave that it explains; shares of different terms do not add up to 1.",
+             ""]
+    if result.dropped:
+        lines += [f"Left out (one level, or too few runs to estimate them beside a residual): "
+                  f"{', '.join(result.dropped)}.", ""]
+    return lines + [table(terms_table(result)), ""]
+
+
+def failure_lines(runs: pd.DataFrame, failed: pd.Series, table: Callable[[pd.DataFrame], str],
+                  lr_text: Callable[[float], str]) -> list[str]:
+    """The report's optimizer x lr failure table for one model and the test of their interaction."""
+    test = failure_interaction(runs, failed)
+    if test is None or not test.cells["failed"].any():
+        return []
+    cells = test.cells.assign(text=[f"{int(f)}/{int(n)}" for f, n in zip(test.cells["failed"], test.cells["runs"])])
+    grid = cells.pivot(index="optimizer", columns="lr", values="text")
+    grid.columns = [lr_text(v) for v in grid.columns]
+    grid = grid.reset_index()
+    return ["Failed runs per optimizer x learning rate:", "", table(grid), "",
+            f"Does failure depend on optimizer x lr beyond each on its own? Likelihood ratio of a logistic model "
+            f"with optimizer + lr against one failure rate per cell: G² = {test.lr_statistic:.3g}, df = {test.df}, "
+            f"p = {test.p:.3g}" + (" (yes: the interaction matters)." if test.p < 0.05 else "."), ""]

@@ -106,7 +106,7 @@ def test_sweep_is_one_experiment_with_a_run_per_job(server, tmp_path):
     assert sorted(r[F.status] for r in results.values()) == ["nan", "ok", "ok", "ok"]
 
     again = run_cli(*args, cwd=tmp_path, timeout=600)  # resumed: every job skipped, nothing logged twice
-    assert again.returncode == 0 and again.stdout.count("skipped") == 4, again.stdout
+    assert again.returncode == 0 and again.stdout.count("-> skipped") == 4, again.stdout
     assert len(client.search_runs([experiment.experiment_id])) == 4
 
 

@@ -13,11 +13,13 @@ QUICK ?=
 
 .PHONY: install test test-slow test-cuda demo sweep-all aggregate bench clean
 
+# setuptools announces every editable install of a flat layout ("Editable installation ... be careful with
+# folders"): information, not a problem, and the one line the quiet install below would otherwise print.
 $(BIN)/vaebench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e ".[dev]"
 	@touch $@
 
 install: $(BIN)/vaebench  ## build .venv with torch ($(TORCH)) and vaebench in editable mode

@@ -102,11 +102,19 @@ class TrainerConfig:
 
 
 @dataclass
+class LoggerConfig:
+    name: str = "none"  # none | mlflow (conf/logger/)
+    tracking_uri: Optional[str] = None  # mlflow: null = sqlite:///outputs/mlflow.db under the working directory
+    experiment: Optional[str] = None  # mlflow: null = the sweep directory's name
+
+
+@dataclass
 class Config:
     model: Any = MISSING
     optimizer: Any = MISSING
     data: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     lr: float = 1e-3
     latent_dim: int = 20
     seed: int = 0
@@ -127,6 +135,7 @@ SCHEMAS = {
     "optimizer": {"adam": AdamConfig, "sgd": SGDConfig, "rmsprop": RMSpropConfig},
     "data": DATA_SCHEMAS,
     "trainer": {"default": TrainerConfig},
+    "logger": {"none": LoggerConfig, "mlflow": LoggerConfig},
 }
 
 

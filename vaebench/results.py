@@ -149,7 +149,7 @@ def latent_field(score: str, reference: Optional[str] = None) -> str:
 
 
 # Keys that do not change what a run computes, left out of its identity.
-_NOT_IDENTITY = ("resume", "trainer.threads")
+_NOT_IDENTITY = ("resume", "trainer.threads", "logger")
 
 
 def config_hash(config: dict[str, Any], defaults: Optional[dict[str, Any]] = None) -> str:

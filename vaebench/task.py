@@ -29,6 +29,7 @@ from vaebench.data.split import split_indices
 from vaebench.device import is_out_of_memory, peak_memory_mb, pick_device, release_memory, reset_peak_memory
 from vaebench.precheck import require_split, require_training_batch
 from vaebench.progress import MetricsWriter, ProgressBar
+from vaebench import tracking
 from vaebench.train import NonFiniteError, fit
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,13 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         n_val=len(val_idx), n_features=data.x.shape[1], config_hash=cfg_hash, data_fingerprint=data.fingerprint,
         data=data.preprocessing, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         host=socket.gethostname(), versions=versions(), config=resolved)
+    tracker = tracking.start(typed.logger, resolved, result, out_dir)  # a no-op unless logger=mlflow
     metrics = MetricsWriter(out_dir / METRICS_FILE)
     bar = ProgressBar(typed.trainer.max_epochs) if progress_bar else None
 
     def on_epoch(row: dict[str, float]) -> None:
         metrics(row)
+        tracker.epoch(row)
         if bar:
             bar(row)
 
@@ -133,6 +136,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     result.peak_memory_mb, result.peak_memory_kind = peak_memory_mb(device)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_result(out_dir, result)
+    tracker.finish(result, out_dir)  # after result.json: a tracking failure can no longer cost the result
     release_memory(device)
     log.info("%s", describe(result.to_dict()))
     return result.to_dict()

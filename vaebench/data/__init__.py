@@ -36,4 +36,8 @@ def load_dataset(data_cfg: Any, val_fraction: Optional[float] = None, seed: Opti
         data_cfg = OmegaConf.to_object(data_cfg)
     if data_cfg.name == "synthetic":
         return synthetic.load(data_cfg)
+    if data_cfg.name in ("tcga_pancan", "tcga_cohort"):  # fetched by name, then read as any Xena matrix
+        from vaebench.data import cache, public
+
+        data_cfg = public.local_config(data_cfg, cache.cache_root(data_cfg.cache_dir))
     return prepare.load(data_cfg, val_fraction, seed)

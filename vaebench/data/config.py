@@ -76,7 +76,7 @@ class FileDataConfig(DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.path:
+        if not self.path and not getattr(self, "url", None):  # a public data set is fetched from its url
             raise UserError(f"config key 'data.path': data={self.name} needs the file to read: data.path=FILE")
         if self.n_genes is not None and self.n_genes < 1:
             raise UserError(f"config key 'data.n_genes': must be >= 1 or null, got {self.n_genes}")
@@ -107,6 +107,23 @@ class H5adDataConfig(FileDataConfig):
     layer: Optional[str] = None  # null = X, else one of adata.layers
 
 
+@dataclass
+class PublicDataConfig(XenaDataConfig):
+    """A public Xena matrix fetched by name (vaebench/data/public.py); data.path = a copy fetched by hand."""
+    name: str = "public"
+    url: str = ""  # the matrix
+    sha256: Optional[str] = None  # published checksum; null = recorded on first download, checked after
+    labels_url: Optional[str] = None  # side table of labels, sample ids in its first column
+    labels_sha256: Optional[str] = None
+    cohort: Optional[str] = None  # data=tcga_cohort: the TCGA study abbreviation the urls are built from
+
+    def __post_init__(self) -> None:
+        if not self.url and not self.path:
+            raise UserError(f"config key 'data.url': data={self.name} needs the url to fetch (or data.path=FILE)")
+        super().__post_init__()
+
+
 # conf/data/tybalt.yaml is xena with tybalt's settings: same schema, same loader.
 DATA_SCHEMAS = {"synthetic": SyntheticDataConfig, "table": TableDataConfig, "xena": XenaDataConfig,
-                "tybalt": XenaDataConfig, "h5ad": H5adDataConfig}
+                "tybalt": XenaDataConfig, "h5ad": H5adDataConfig, "tcga_pancan": PublicDataConfig,
+                "tcga_cohort": PublicDataConfig}

@@ -1,0 +1,141 @@
+"""logger=mlflow against a real MLflow tracking server (SQLite store) on 127.0.0.1, and the embedded default."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, run_cli
+
+mlflow = pytest.importorskip("mlflow", reason='logger=mlflow needs MLflow: pip install "vaebench[mlflow]"')
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from vaebench.results import F, IDENTITY  # noqa: E402
+
+# Four SGD jobs: lr=1e4 really diverges (status nan), the others finish.
+GRID = ["-m", "optimizer=sgd", "lr=1e-3,1e-2,1e-1,1e4", *TINY, "hydra.launcher.n_jobs=2"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` with a SQLite store and served artifacts, in its own process group (it forks workers)."""
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server",
+                             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                             "--artifacts-destination", str(root / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600  # the server imports all of MLflow first: minutes on a starved machine
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(1)
+        assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
+    stop_server(proc)
+    pytest.fail("mlflow server did not answer /health within 600 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "server"
+    root.mkdir()
+    proc, url = start_server(root)
+    yield proc, url
+    stop_server(proc)
+
+
+def results_under(path: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in path.rglob("result.json")}
+
+
+def test_sweep_is_one_experiment_with_a_run_per_job(server, tmp_path):
+    _, url = server
+    sweep = tmp_path / "grid"
+    args = [*GRID, "logger=mlflow", f"logger.tracking_uri={url}", f"hydra.sweep.dir={sweep}"]
+    proc = run_cli(*args, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr, proc.stderr
+    results = results_under(sweep)
+    assert len(results) == 4
+
+    client = MlflowClient(tracking_uri=url)
+    experiment = client.get_experiment_by_name("grid")  # named after the sweep directory
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == set(results)
+    for name, result in results.items():
+        run = runs[name]
+        for field in IDENTITY:  # the grid's values, as MLflow keeps params: strings
+            assert run.data.params[field] == str(result[field])
+        assert run.data.params["trainer.max_epochs"] == "2" and run.data.params["model.hidden_dims"] == "[256]"
+        assert run.data.tags[F.status] == result[F.status]
+        assert run.data.tags[F.stop_reason] == result[F.stop_reason]
+        assert run.info.status == ("FINISHED" if result[F.status] == "ok" else "FAILED")
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert "result.json" in artifacts
+        if result[F.status] == "ok":
+            assert run.data.metrics[F.val_recon_mse] == pytest.approx(result[F.val_recon_mse])
+            history = client.get_metric_history(run.info.run_id, "train_loss")  # every epoch, then the result's
+            assert {m.step for m in history} == set(range(1, result[F.epochs_run] + 1))
+            assert max(history, key=lambda m: (m.step, m.timestamp)).value == pytest.approx(result[F.train_loss])
+            assert "metrics.csv" in artifacts
+    assert sorted(r[F.status] for r in results.values()) == ["nan", "ok", "ok", "ok"]
+
+    again = run_cli(*args, cwd=tmp_path, timeout=600)  # resumed: every job skipped, nothing logged twice
+    assert again.returncode == 0 and again.stdout.count("-> skipped") == 4, again.stdout
+    assert len(client.search_runs([experiment.experiment_id])) == 4
+
+
+def test_server_killed_mid_sweep_leaves_every_result(server, tmp_path):
+    proc_server, url = server
+    sweep = tmp_path / "grid"
+    args = [*GRID[:-1], "hydra.launcher.n_jobs=1", "logger=mlflow", f"logger.tracking_uri={url}",
+            f"hydra.sweep.dir={sweep}"]
+    exe = Path(sys.executable).with_name("vaebench")
+    proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the first job has finished (and was tracked): the server goes down
+        if line.startswith("[1/4]"):
+            stop_server(proc_server)
+            break
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    results = results_under(sweep)
+    assert len(results) == 4 and all(r[F.status] in ("ok", "nan") and r[F.finished_at] for r in results.values())
+    assert "vaebench: warning: mlflow tracking" in err
+
+
+def test_default_store_is_a_sqlite_file_under_outputs(tmp_path):
+    proc = run_cli("logger=mlflow", *TINY, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    db = tmp_path / "outputs" / "mlflow.db"
+    assert db.is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("vaebench")
+    (run,) = client.search_runs([experiment.experiment_id])
+    (result,) = results_under(tmp_path / "outputs" / "runs").values()
+    assert run.data.tags[F.status] == result[F.status] == "ok"
+    assert (tmp_path / "outputs" / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()

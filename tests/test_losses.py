@@ -401,7 +401,7 @@ def test_infovae_mmd_of_a_sample_with_itself_is_zero(kernel, mode):
     assert abs(m.mmd(out.z, out.z).item()) < 1e-12
     got = m.loss(out, x, 0.3, prior=out.z)
     ref = ref_vae(out, x, 0.3)
-    assert close(got["loss"], m.beta * ref["recon"] + (1 - m.alpha) * 0.3 * ref["kld"])
+    assert close(got["loss"], m.config.beta * ref["recon"] + (1 - m.config.alpha) * 0.3 * ref["kld"])
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -165,27 +165,29 @@ def test_build_model_from_default_configs(cfg, cls):
 
 def test_build_model_passes_the_study_hyperparameters():
     iwae = build_model(IWAEConfig(), F, D)
-    assert iwae.num_samples == 5
+    assert iwae.config.num_samples == 5
     info = build_model(InfoVAEConfig(), F, D)
-    assert (info.alpha, info.beta, info.reg_weight, info.kernel, info.latent_var) == (-9.0, 10.5, 110.0, "imq", 2.0)
+    assert (info.config.alpha, info.config.beta, info.config.reg_weight, info.config.kernel.value, info.config.latent_var) == (
+        -9.0, 10.5, 110.0, "imq", 2.0)
     lc = build_model(LogCoshConfig(), F, D)
-    assert (lc.alpha, lc.beta) == (10.0, 1.0)
+    assert (lc.config.alpha, lc.config.beta) == (10.0, 1.0)
 
 
 def test_build_model_passes_custom_values():
     iwae = build_model(IWAEConfig(num_samples=3, loss_mode=LossMode.corrected, hidden_dims=[64, 32]), F, D)
-    assert iwae.num_samples == 3 and iwae.corrected
+    assert iwae.config.num_samples == 3 and iwae.corrected
     assert linear_sizes(iwae.encoder) == [(F, 64), (64, 32)]
     torch.manual_seed(0)
     assert iwae(data()).recon.shape == (B, 3, F)
 
     info = build_model(InfoVAEConfig(kernel=Kernel.rbf, alpha=-2.0, beta=3.0, reg_weight=50.0, latent_var=1.5,
                                      loss_mode=LossMode.corrected), F, D)
-    assert (info.kernel, info.alpha, info.beta, info.reg_weight, info.latent_var) == ("rbf", -2.0, 3.0, 50.0, 1.5)
+    assert (info.config.kernel.value, info.config.alpha, info.config.beta, info.config.reg_weight,
+            info.config.latent_var) == ("rbf", -2.0, 3.0, 50.0, 1.5)
     assert info.loss_mode is LossMode.corrected
     z, prior = torch.randn(B, D), torch.randn(B, D)
     imq = InfoVAE(F, D, hidden_dims=[8], loss_mode="corrected", kernel="imq", latent_var=1.5)
     assert not torch.allclose(info.mmd(prior, z), imq.mmd(prior, z))  # the kernel choice reached the model
 
     lc = build_model(LogCoshConfig(alpha=3.0, beta=2.0), F, D)
-    assert (lc.alpha, lc.beta) == (3.0, 2.0)
+    assert (lc.config.alpha, lc.config.beta) == (3.0, 2.0)

@@ -45,8 +45,8 @@ class ModelConfig:
     grad_clip: Optional[float] = None
 
     def __post_init__(self) -> None:
-        self.loss_mode = _enum(LossMode, self.loss_mode, "model.loss_mode")
-        self.likelihood = _enum(Likelihood, self.likelihood, "model.likelihood")
+        self.loss_mode = as_enum(LossMode, self.loss_mode, "model.loss_mode")
+        self.likelihood = as_enum(Likelihood, self.likelihood, "model.likelihood")
         require(len(self.hidden_dims) > 0 and all(h > 0 for h in self.hidden_dims),
                 "model.hidden_dims", f"needs one or more positive sizes, got {list(self.hidden_dims)}")
         if self.kld_weight != "auto":
@@ -80,7 +80,7 @@ class ModelConfig:
         return min(1.0, (epoch - 1) / self.kl_warmup_epochs)
 
 
-def _enum(kind: type[Enum], value: Any, key: str) -> Enum:
+def as_enum(kind: type[Enum], value: Any, key: str) -> Enum:
     if isinstance(value, kind):
         return value
     try:

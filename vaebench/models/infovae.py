@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vaebench.errors import require
-from vaebench.models.base import BaseVAE, ForwardOutput, ModelConfig, kl_per_row
+from vaebench.models.base import BaseVAE, ForwardOutput, ModelConfig, as_enum, kl_per_row
 from vaebench.models.vae import recon_terms
 
 
@@ -43,9 +43,7 @@ class InfoVAEConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.kernel, Kernel):
-            require(self.kernel in {k.value for k in Kernel}, "model.kernel", f"use imq or rbf, got {self.kernel!r}")
-            self.kernel = Kernel(self.kernel)
+        self.kernel = as_enum(Kernel, self.kernel, "model.kernel")
         require(self.alpha <= 0, "model.alpha", f"InfoVAE needs alpha <= 0, got {self.alpha}")
         require(self.latent_var > 0, "model.latent_var", f"must be > 0, got {self.latent_var}")
 
@@ -63,34 +61,15 @@ def off_diagonal_sum(k: Tensor) -> Tensor:
 class InfoVAE(BaseVAE):
     Config = InfoVAEConfig
 
-    @property
-    def alpha(self) -> float:
-        return self.config.alpha
-
-    @property
-    def beta(self) -> float:
-        return self.config.beta
-
-    @property
-    def reg_weight(self) -> float:
-        return self.config.reg_weight
-
-    @property
-    def latent_var(self) -> float:
-        return self.config.latent_var
-
-    @property
-    def kernel(self) -> str:
-        return self.config.kernel.value
-
     def mmd_raw(self, prior: Tensor, z: Tensor) -> Tensor:
         """K(p, p) + K(z, z) - 2 K(p, z) as the study's kernel routine sums them (both [B, D], B >= 2):
         divided by B(B - 1) it is the loss's MMD^2 (docs/losses.md section 5)."""
         n, d = z.shape
+        cfg = self.config
         if n < 2:
             raise ValueError("InfoVAE's MMD needs a batch of at least 2 rows")
-        c = 2.0 * d * self.latent_var
-        if self.kernel == "imq":  # PyTorch-VAE: sum over i != j, then / (B (B - 1)) in the loss
+        c = 2.0 * d * cfg.latent_var
+        if cfg.kernel is Kernel.imq:  # PyTorch-VAE: sum over i != j, then / (B (B - 1)) in the loss
             def k(a, b):
                 return off_diagonal_sum(c / (1e-7 + c + squared_distances(a, b)))
         elif self.corrected:
@@ -113,15 +92,16 @@ class InfoVAE(BaseVAE):
         n = out.z.shape[0]
         raw = self.mmd_raw(prior, out.z)
         mmd = raw / (n * (n - 1))
-        mmd_weight = self.alpha + self.reg_weight - 1
+        cfg = self.config
+        mmd_weight = cfg.alpha + cfg.reg_weight - 1
         kld_row = kl_per_row(out.mu, out.log_var)
         if self.elbo:
             nll, recon, recon_mse = recon_terms(self, out.recon, x)
-            per_row = self.beta * nll + (1 - self.alpha) * kld_weight * kld_row
+            per_row = cfg.beta * nll + (1 - cfg.alpha) * kld_weight * kld_row
             loss = (per_row.mean() + mmd_weight * mmd) / x.shape[1]
             return {"loss": loss, "recon": recon, "recon_mse": recon_mse, "kld": kld_row.mean(), "mmd": mmd}
         recon = F.mse_loss(out.recon, x)
         kld = kld_row.mean()
-        loss = self.beta * recon + (1 - self.alpha) * kld_weight * kld + mmd_weight * mmd
+        loss = cfg.beta * recon + (1 - cfg.alpha) * kld_weight * kld + mmd_weight * mmd
         logged = mmd if self.corrected else raw  # the study logged the raw sums
         return {"loss": loss, "recon": recon, "recon_mse": recon, "kld": kld, "mmd": logged.detach()}

@@ -33,14 +33,10 @@ class IWAEConfig(ModelConfig):
 class IWAE(BaseVAE):
     Config = IWAEConfig
 
-    @property
-    def num_samples(self) -> int:
-        return self.config.num_samples
-
     def forward(self, x: Tensor) -> ForwardOutput:
         self.check_input(x)  # overrides BaseVAE.forward, so it must run the width check itself
         mu, log_var = self.encode(x)  # [B, D]
-        b, s, d = mu.shape[0], self.num_samples, mu.shape[1]
+        b, s, d = mu.shape[0], self.config.num_samples, mu.shape[1]
         # One posterior, S independent draws per row; the decoder sees all B*S rows as one batch.
         z = self.reparameterize(mu.unsqueeze(1).expand(b, s, d), log_var.unsqueeze(1).expand(b, s, d))
         recon = self.decode(z.reshape(b * s, d)).view(b, s, -1)  # [B, S, F]
@@ -48,7 +44,7 @@ class IWAE(BaseVAE):
 
     def _bound(self, log_w: Tensor) -> Tensor:
         """-mean_b (logsumexp_s log w_bs - log S): the negative IWAE bound; its gradient is the bound's."""
-        return -(torch.logsumexp(log_w, dim=1) - math.log(self.num_samples)).mean()
+        return -(torch.logsumexp(log_w, dim=1) - math.log(self.config.num_samples)).mean()
 
     def loss(self, out: ForwardOutput, x: Tensor, kld_weight: float) -> dict[str, Tensor]:
         kld_row = kl_per_row(out.mu, out.log_var)  # [B]

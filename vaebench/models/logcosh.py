@@ -40,23 +40,15 @@ def log_cosh(u: Tensor, stable: bool) -> Tensor:
 class LogCoshVAE(BaseVAE):
     Config = LogCoshConfig
 
-    @property
-    def alpha(self) -> float:
-        return self.config.alpha
-
-    @property
-    def beta(self) -> float:
-        return self.config.beta
-
     def loss(self, out: ForwardOutput, x: Tensor, kld_weight: float) -> dict[str, Tensor]:
-        t = out.recon - x
+        t, a, b = out.recon - x, self.config.alpha, self.config.beta
         kld_row = kl_per_row(out.mu, out.log_var)
         with torch.no_grad():  # a reported metric: no graph, its [B, F] square is freed at once
             recon_mse = t.pow(2).mean()
         if self.elbo:
-            nll = log_cosh(self.alpha * t, stable=True).sum(-1) / self.alpha  # [B]
-            loss = (nll + self.beta * kld_weight * kld_row).mean() / x.shape[1]
+            nll = log_cosh(a * t, stable=True).sum(-1) / a  # [B]
+            loss = (nll + b * kld_weight * kld_row).mean() / x.shape[1]
             return {"loss": loss, "recon": nll.mean() / x.shape[1], "recon_mse": recon_mse, "kld": kld_row.mean()}
-        recon = mean(log_cosh(self.alpha * t, stable=self.corrected)) / self.alpha
+        recon = mean(log_cosh(a * t, stable=self.corrected)) / a
         kld = kld_row.mean()
-        return {"loss": recon + self.beta * kld_weight * kld, "recon": recon, "recon_mse": recon_mse, "kld": kld}
+        return {"loss": recon + b * kld_weight * kld, "recon": recon, "recon_mse": recon_mse, "kld": kld}

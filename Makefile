@@ -36,9 +36,8 @@ test-cuda: install  ## on a machine with a GPU
 demo: install  ## the demo grid of all four models on built-in data under both objectives, into outputs/demo
 	$(BIN)/vaebench -m +experiment=demo hydra.sweep.dir=outputs/demo/paper
 	$(BIN)/vaebench -m +experiment=demo_elbo hydra.sweep.dir=outputs/demo/elbo
-	$(BIN)/vaebench-aggregate outputs/demo/paper
-	$(BIN)/vaebench-aggregate outputs/demo/elbo
-	@$(BIN)/python -m vaebench.learned outputs/demo/paper outputs/demo/elbo
+	$(BIN)/vaebench-aggregate outputs/demo
+	@echo "results: outputs/demo/{paper,elbo}/*/result.json; one report per objective: outputs/demo/aggregate/"
 
 sweep-all: install  ## the study's grid for all four models (360 runs); rerun to resume after a stop
 	$(BIN)/vaebench -m +experiment=paper_grid model=vae,iwae,infovae,logcosh seed=$(SEEDS) \

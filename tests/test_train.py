@@ -260,7 +260,7 @@ class TestPatience:
 
 
 def test_split_seed_fixes_the_split_across_seeds():
-    from vaebench.task import split_seed
+    from vaebench.data.split import split_seed
 
     assert split_seed(validate(make_config("seed=4"))) == 4  # null: the run's seed, as before
     assert split_seed(validate(make_config("seed=4", "data.split_seed=0"))) == 0

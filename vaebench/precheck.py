@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from vaebench.config import Config, TrainerConfig
 from vaebench.data import load_dataset
-from vaebench.data.split import split_indices
+from vaebench.data.split import split_indices, split_seed
 from vaebench.errors import UserError
 
 
@@ -25,8 +25,7 @@ def require_training_batch(n_train: int, trainer: TrainerConfig) -> None:
 def check_data(cfg: Config) -> None:
     """Load the data as the job will (UserError for a bad file; the cache is then warm for the workers)
     and check that its split trains."""
-    seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed  # task.split_seed, without torch
-    data = load_dataset(cfg.data, cfg.trainer.val_fraction, seed)
-    train_idx, val_idx = split_indices(len(data.x), data.labels, cfg.trainer.val_fraction, seed)
+    data = load_dataset(cfg.data, cfg.trainer.val_fraction, split_seed(cfg))
+    train_idx, val_idx = split_indices(len(data.x), data.labels, cfg.trainer.val_fraction, split_seed(cfg))
     require_split(len(data.x), len(train_idx), len(val_idx))
     require_training_batch(len(train_idx), cfg.trainer)

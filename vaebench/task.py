@@ -25,7 +25,7 @@ from vaebench.data import Dataset, load_dataset
 from vaebench.errors import UserError
 from vaebench.baselines import assess
 from vaebench.results import METRICS_FILE, Result, config_hash, describe, finished_result, write_result
-from vaebench.data.split import split_indices
+from vaebench.data.split import split_indices, split_seed
 from vaebench.device import is_out_of_memory, peak_memory_mb, pick_device, release_memory, reset_peak_memory
 from vaebench.precheck import require_split, require_training_batch
 from vaebench.progress import MetricsWriter, ProgressBar
@@ -36,11 +36,6 @@ log = logging.getLogger(__name__)
 
 # Several jobs share one worker process under joblib: the matrix is loaded and moved to the device once.
 _resident: dict[str, Any] = {"key": None, "data": None, "tensor": None}
-
-
-def split_seed(cfg: Config) -> int:
-    """The seed of the train/validation split: data.split_seed, or the run's seed when that is null."""
-    return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
 
 
 def resident_data(cfg: Config, device: torch.device) -> tuple[Dataset, torch.Tensor]:

@@ -44,3 +44,9 @@ def split_indices(n: int, labels: Optional[list[str]], val_fraction: float, seed
     val_idx = np.sort(np.concatenate([m[:c] for m, c in zip(members, counts)]).astype(np.int64))
     train_idx = np.setdiff1d(np.arange(n), val_idx)
     return train_idx, val_idx
+
+
+def split_seed(cfg) -> int:
+    """The seed of a run's train/validation split (cfg: the typed Config): data.split_seed, or the run's seed
+    when that is null."""
+    return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed

@@ -48,7 +48,7 @@ class Floor:
         return ops
 
     def _step(self, model: nn.Module, b: int, backward: bool) -> list[tuple[Tensor, Tensor]]:
-        s = getattr(model, "num_samples", 1)
+        s = getattr(model.config, "num_samples", 1)  # IWAE decodes num_samples rows per input row
         enc = [m for m in model.encoder.modules() if isinstance(m, nn.Linear)]
         dec = [m for m in model.decoder.modules() if isinstance(m, nn.Linear)]
         fwd: list[tuple[Tensor, Tensor]] = []

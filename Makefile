@@ -24,11 +24,12 @@ $(BIN)/vaebench: pyproject.toml
 
 install: $(BIN)/vaebench  ## build .venv with torch ($(TORCH)) and vaebench in editable mode
 
+# Tests run on every core (pytest-xdist): most of the suite's time is CPU-bound process starts and training.
 test: install  ## the test suite (fast; slow tests: make test-slow)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 test-slow: install
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -n auto -m slow
 
 test-cuda: install  ## on a machine with a GPU
 	$(BIN)/pytest -q -m cuda

@@ -58,9 +58,9 @@ def test_sweep_with_failing_jobs_completes_and_records_all(tmp_path):
     results = results_under(tmp_path / "sweep")
     ended = sorted((r["lr"], r["config"]["trainer"]["fault"] or "", r["status"]) for r in results.values())
     assert ended == [(1e-3, "", "ok"), (1e-3, "error", "error"), (1e-3, "oom", "oom"),
-                     (1e4, "", "nan"), (1e4, "error", "error"), (1e4, "oom", "oom")]
+                     (1e4, "", "diverged"), (1e4, "error", "error"), (1e4, "oom", "oom")]
     assert len({r["config_hash"] for r in results.values()}) == 6  # six jobs, six directories, no shared file
-    assert "[6/6]" in proc.stdout and "sweep done: 6 jobs (2 error, 1 nan, 1 ok, 2 oom)" in proc.stdout + proc.stderr
+    assert "[6/6]" in proc.stdout and "sweep done: 6 jobs (1 diverged, 2 error, 1 ok, 2 oom)" in proc.stdout + proc.stderr
     cache = Path(os.environ["VAEBENCH_CACHE"])
     assert not list(cache.glob("*.tmp")) and not list(tmp_path.rglob("*.tmp"))
 

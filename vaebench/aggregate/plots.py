@@ -23,13 +23,13 @@ from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from vaebench.aggregate.fmt import fmt_lr, fmt_spread  # noqa: E402
 from vaebench.aggregate.stats import LINEAR, direction, is_log_scale, worse  # noqa: E402
-from vaebench.results import F  # noqa: E402
+from vaebench.results import DIVERGED, F  # noqa: E402
 
 # Failures are drawn in black shapes, never in colour, so they cannot be read as a metric value.
-FAILURE_MARKERS = {"nan": dict(marker="X", facecolor="black", edgecolor="black"),
+FAILURE_MARKERS = {DIVERGED: dict(marker="X", facecolor="black", edgecolor="black"),
                    "oom": dict(marker="s", facecolor="none", edgecolor="black"),
                    "error": dict(marker="^", facecolor="dimgrey", edgecolor="black")}
-FAILURE_LABELS = {"nan": "nan: loss or weights became NaN/Inf", "oom": "oom: out of memory",
+FAILURE_LABELS = {DIVERGED: "diverged: loss or weights became NaN/Inf", "oom": "oom: out of memory",
                   "error": "error: any other exception"}
 CMAP = "viridis"  # perceptually uniform and colour-blind safe
 # Ratios to a baseline: 1 (no better than the baseline) is always on the colour bar, drawn as a line, so that

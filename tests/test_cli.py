@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY, run_cli
+from conftest import REPO, TINY, make_config, run_cli
 from vaebench.results import read_result
-from vaebench.sweep import PROGRESS_FILE, distinct_value_jobs, job_overrides
+from vaebench.sweep import PROGRESS_FILE, distinct_value_jobs, job_overrides, one_line
 
 
 def results_under(path: Path) -> dict[Path, dict]:
@@ -122,3 +123,14 @@ def test_submitit_local_launcher_runs_a_tiny_grid(tmp_path):
     proc = run_cli("-m", "hydra/launcher=local", "model=vae,logcosh", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert sorted(r["model"] for r in results_under(tmp_path / "sweep").values()) == ["logcosh", "vae"]
+
+
+@pytest.mark.parametrize("override, says", [
+    ("model=vea", "Could not find 'model/vea'; Available options in 'model': infovae, iwae, logcosh, vae"),
+    ("lr=abc", "Error merging override lr=abc; Value 'abc' of type 'str' could not be converted to Float"),
+])
+def test_a_bad_swept_value_says_why_in_one_line(override, says):
+    """Issue 16: the sweep's check printed Hydra's first two lines: no options, no reason."""
+    with pytest.raises(HydraException) as caught:  # what the sweep's check gets for one job of the grid
+        make_config(override)
+    assert one_line(caught.value).endswith(says) and "\n" not in one_line(caught.value)

@@ -76,6 +76,27 @@ def distinct_value_jobs(jobs: list[list[str]]) -> list[list[str]]:
     return [list(job) for job in sorted(picked)]
 
 
+def one_line(error: BaseException) -> str:
+    """A composition error in one line, with what Hydra spreads over several: the options it lists, one per
+    line ("Available options in 'model':" then each), and the reason it keeps in the chained exception
+    ("Error merging override lr=abc" is caused by "Value 'abc' ... could not be converted to Float")."""
+    parts: list[str] = []
+    listing = False  # inside Hydra's list of options: one option per line, joined with commas
+    while error is not None:
+        text = str(error).split("Config search path:")[0]  # Hydra's own search path: noise to a user
+        for line in (line.strip() for line in text.splitlines()):
+            if not line or line.startswith(("full_key:", "object_type=", "reference_type=")) or line in parts:
+                listing = listing and not line
+                continue
+            if listing:
+                parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line
+            else:
+                parts.append(line)
+                listing = line.startswith("Available options")
+        error = error.__cause__
+    return "; ".join(parts)
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = job_overrides(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
@@ -91,8 +112,7 @@ class SweepCallback(Callback):
                         checked.add(key)
             except (UserError, HydraException, OmegaConfBaseException) as e:
                 # Hydra turns a callback's exception into a warning and goes on; a bad value must stop here.
-                print("vaebench: error: " + ": ".join([line.strip() for line in str(e).splitlines() if line.strip()][:2]),
-                      file=sys.stderr)
+                print(f"vaebench: error: {one_line(e)}", file=sys.stderr)
                 raise SystemExit(2) from None
         global current_dir
         sweep_dir = current_dir = Path(config.hydra.sweep.dir)

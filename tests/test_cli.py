@@ -30,6 +30,7 @@ def test_single_run_writes_result_and_metrics(tmp_path):
     assert (result["model"], result["optimizer"], result["seed"], result["status"]) == ("iwae", "rmsprop", 1, "ok")
     assert (run_dir / "metrics.csv").read_text().count("\n") == 1 + result["epochs_run"]
     assert (run_dir / "run.log").exists() and (run_dir / ".hydra" / "config.yaml").exists()
+    assert proc.stdout.splitlines()[-1] == f"vaebench: result in {run_dir / 'result.json'}"  # where it went
 
 
 @pytest.mark.parametrize("override, says", [
@@ -42,6 +43,7 @@ def test_bad_config_exits_2_before_training(override, says, tmp_path):
     assert proc.returncode == 2
     assert says in proc.stderr
     assert not list(tmp_path.rglob("result.json")) and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("outputs/runs/*"))  # a refused run leaves no empty folder for aggregate to list
 
 
 def test_bad_value_in_a_sweep_stops_it_before_any_job(tmp_path):

@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from conftest import REPO, TINY, make_config, run_cli
+from vaebench.cli import conf_dir
+from vaebench.config import register_configs
 from vaebench.results import read_result
 from vaebench.sweep import PROGRESS_FILE, distinct_value_jobs, job_overrides, one_line
 
@@ -136,3 +139,13 @@ def test_a_bad_swept_value_says_why_in_one_line(override, says):
     with pytest.raises(HydraException) as caught:  # what the sweep's check gets for one job of the grid
         make_config(override)
     assert one_line(caught.value).endswith(says) and "\n" not in one_line(caught.value)
+
+
+def test_help_lists_the_users_groups_not_the_internal_schemas():
+    """Issue 16: `vaebench --help` listed schema/model, schema/data, ... beside model, data, ..."""
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True)
+    help_text = cfg.hydra.help.template  # resolved as Hydra does before filling in $CONFIG
+    assert "model: infovae, iwae, logcosh, vae" in help_text and "optimizer: adam, rmsprop, sgd" in help_text
+    assert "schema" not in help_text and "hydra/" not in help_text

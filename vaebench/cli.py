@@ -40,6 +40,17 @@ def conf_dir() -> str:
     raise SystemExit("vaebench: cannot find its conf/ directory (config.yaml); reinstall the package")
 
 
+def config_groups() -> str:
+    """The groups a user chooses from (conf/<group>/<option>.yaml), one line each, for `vaebench --help`.
+    Hydra's own listing would add the internal schema/* groups (config.py) beside them."""
+    lines = []
+    for group in sorted(Path(conf_dir()).iterdir()):
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        if group.is_dir() and group.name != "hydra" and options:
+            lines.append(f"{group.name}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
 def parallel_jobs() -> int:
     """Default number of parallel jobs: one per GPU, else one per core (see conf/hydra/launcher/parallel.yaml)."""
     import torch
@@ -120,6 +131,7 @@ def quiet_console(drop: Callable[[logging.LogRecord], bool]) -> None:
 # At import: parallel workers and cluster jobs import this module to unpickle the task, and resolve
 # their own directory name (hydra.sweep.subdir) there.
 OmegaConf.register_new_resolver("vaebench.parallel_jobs", parallel_jobs, replace=True)
+OmegaConf.register_new_resolver("vaebench.config_groups", config_groups, replace=True)
 OmegaConf.register_new_resolver("vaebench.job_dirname", job_dirname, replace=True)
 
 

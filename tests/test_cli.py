@@ -66,6 +66,8 @@ def test_sweep_with_failing_jobs_completes_and_records_all(tmp_path):
     assert ended == [(1e-3, "", "ok"), (1e-3, "error", "error"), (1e-3, "oom", "oom"),
                      (1e4, "", "diverged"), (1e4, "error", "error"), (1e4, "oom", "oom")]
     assert len({r["config_hash"] for r in results.values()}) == 6  # six jobs, six directories, no shared file
+    # One line announces the sweep; the launcher's list of every job (72 lines for the demo) stays off the console.
+    assert "sweep: 6 jobs into sweep\n" in proc.stdout and "#0 :" not in proc.stdout and "Launching jobs" not in proc.stdout
     assert "[6/6]" in proc.stdout and "sweep done: 6 jobs (1 diverged, 2 error, 1 ok, 2 oom)" in proc.stdout + proc.stderr
     cache = Path(os.environ["VAEBENCH_CACHE"])
     assert not list(cache.glob("*.tmp")) and not list(tmp_path.rglob("*.tmp"))
@@ -149,3 +151,15 @@ def test_help_lists_the_users_groups_not_the_internal_schemas():
     help_text = cfg.hydra.help.template  # resolved as Hydra does before filling in $CONFIG
     assert "model: infovae, iwae, logcosh, vae" in help_text and "optimizer: adam, rmsprop, sgd" in help_text
     assert "schema" not in help_text and "hydra/" not in help_text
+
+
+def test_a_sweep_announces_how_many_of_its_jobs_already_finished(tmp_path):
+    from vaebench.results import Result, write_result
+    from vaebench.sweep import announce
+
+    assert announce(3, tmp_path / "new", resume=True) == f"sweep: 3 jobs into {tmp_path / 'new'}"
+    for name, status in (("a", "ok"), ("b", "diverged"), ("c", "error")):  # an error is retried: not finished
+        (tmp_path / name).mkdir()
+        write_result(tmp_path / name, Result(status=status))
+    assert announce(3, tmp_path, resume=True).startswith(f"sweep: 3 jobs into {tmp_path}, 2 already finished there")
+    assert announce(3, tmp_path, resume=False) == f"sweep: 3 jobs into {tmp_path}"

@@ -36,7 +36,7 @@ from omegaconf.errors import OmegaConfBaseException
 from vaebench.config import validate
 from vaebench.errors import UserError
 from vaebench.precheck import check_data
-from vaebench.results import describe
+from vaebench.results import FINISHED, describe, read_result
 
 log = logging.getLogger("vaebench.sweep")
 
@@ -126,7 +126,7 @@ class SweepCallback(Callback):
             print(f"vaebench: warning: cannot write in the sweep directory {sweep_dir} ({e.strerror or e}); "
                   f"jobs that need to write there will say so", file=sys.stderr)
         if jobs:
-            log.info("sweep of %d jobs into %s", len(jobs), sweep_dir)
+            log.info("%s", announce(len(jobs), sweep_dir, bool(config.get("resume", True))))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -137,6 +137,17 @@ class SweepCallback(Callback):
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         message = f"sweep done: {len(lines)} jobs ({summary}) in {time.time() - started:.1f} s; results in {sweep_dir}"
         log.info(message)
+
+
+def announce(n_jobs: int, sweep_dir: Path, resume: bool) -> str:
+    """The one line a sweep starts with (the launcher's own list of every job is kept off the console,
+    see hydra.hydra_logging in conf/config.yaml): how many jobs, and how many a resume may skip."""
+    line = f"sweep: {n_jobs} jobs into {sweep_dir}"
+    done = sum(1 for d in (sweep_dir.iterdir() if sweep_dir.is_dir() else ()) if d.is_dir()
+               and (r := read_result(d)) is not None and r["status"] in FINISHED)
+    if resume and done:
+        line += f", {done} already finished there (skipped if their configuration is unchanged; resume=false reruns them)"
+    return line
 
 
 def this_invocation(sweep_dir: Path) -> dict[str, Any]:

@@ -239,6 +239,22 @@ def test_labels_file_that_does_not_match_the_samples_is_refused(tmp_path):
     refused(table(tmp_path, path, labels_path=str(labels)), "sample 'S2' has an empty label", names=str(labels))
 
 
+def test_tybalt_labels_match_sample_ids_cut_to_15_characters_and_spelt_with_dots(tmp_path):
+    """Issue 16: tybalt's preparation cuts sample ids to 15 characters; label tables spell them in full, and
+    R writes TCGA-22-4593-01 as TCGA.22.4593.01. Labels match once both are spelt the same way."""
+    samples = [f"TCGA.22.459{i}.01" for i in range(6)]  # a matrix written by R: '.' for '-'
+    xena = write_xena(tmp_path / "x.gz", rng_matrix(3, 6), ["A|1", "B|2", "C|3"], samples)
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("sampleID\ttype\n" + "".join(f"TCGA-22-459{i}-01A\t{'ab'[i % 2]}\n" for i in range(6)))
+    cfg = XenaDataConfig(path=str(xena), n_genes=None, sample_id_length=15, labels_path=str(labels),
+                         cache_dir=str(tmp_path / "cache"))
+    assert load_dataset(cfg).labels == ["a", "b", "a", "b", "a", "b"]
+    labels.write_text("sampleID\ttype\n" + "".join(f"TCGA-99-459{i}-01A\tt\n" for i in range(6)))
+    refused(cfg, "has no row for 6 of the 6 samples (first: 'TCGA.22.4590.01')",
+            "cut to data.sample_id_length=15 characters", "this file's first id: 'TCGA-99-4590-01A'",
+            names=str(labels))
+
+
 def test_label_column_missing_from_the_table_is_refused(tmp_path):
     path = write_table(tmp_path / "m.tsv", rng_matrix(6, 3))
     refused(table(tmp_path, path, label_column="cancer_type"), "no column 'cancer_type'", "data.labels_path")

@@ -70,7 +70,8 @@ def build(cfg: FileDataConfig, src: Source, labels_src: Optional[Source], key: s
     matrix = read(cfg, src)
     files.require_unique_names(src, matrix)
     if labels_src is not None:
-        matrix.labels = files.read_labels(labels_src, cfg.label_column, matrix.sample_ids)
+        matrix.labels = files.read_labels(labels_src, cfg.label_column, matrix.sample_ids,
+                                          getattr(cfg, "sample_id_length", None))
     n_samples, n_genes_in_file = matrix.values.shape
     if n_samples < MIN_SAMPLES:
         raise src.refuse(f"holds {n_samples} sample{'' if n_samples == 1 else 's'}",

@@ -480,3 +480,25 @@ def test_cli_trains_on_a_table_with_the_scaler_fit_on_the_training_split(tmp_pat
     assert result["n_features"] == 6
     assert result["data"]["scaler_fit"] == "train" and result["data"]["split_seed"] == 3
     assert result["data"]["n_fit_samples"] == result["n_train"]
+
+
+def test_raw_counts_without_log1p_warn_with_the_fix_on_every_load(tmp_path, caplog):
+    """Issue 16: BRCA RSEM values up to 1e6 trained without data.log1p and without a word."""
+    rng = np.random.default_rng(0)
+    counts = rng.negative_binomial(2, 0.002, size=(30, 8)).astype(np.float32)  # reads: whole, up to thousands
+    path = write_table(tmp_path / "counts.tsv", counts)
+    for _ in range(2):  # the first load builds the cache entry, the second reads it: both warn
+        caplog.clear()
+        load_dataset(table(tmp_path, path))
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warned) == 1 and str(path) in warned[0] and "set data.log1p=true" in warned[0], warned
+        assert "100% whole numbers" in warned[0] and "\n" not in warned[0]
+    tpm = counts * rng.uniform(0.5, 1.5, size=counts.shape).astype(np.float32)  # not whole, still heavy-tailed
+    tpm[0, 0] = 100 * counts.max()
+    for quiet, x in (("log1p", counts), ("logged", np.log2(counts + 1)), ("scaled", rng_matrix(30, 8, high=1))):
+        caplog.clear()
+        load_dataset(table(tmp_path, write_table(tmp_path / f"{quiet}.tsv", x), log1p=quiet == "log1p"))
+        assert not [r for r in caplog.records if r.levelname == "WARNING"], quiet
+    caplog.clear()
+    load_dataset(table(tmp_path, write_table(tmp_path / "tpm.tsv", tpm)))
+    assert "x the median positive value" in caplog.text and "set data.log1p=true" in caplog.text

@@ -13,12 +13,22 @@ QUICK ?=
 
 .PHONY: install test test-slow test-cuda demo sweep-all aggregate bench clean
 
-# setuptools announces every editable install of a flat layout ("Editable installation ... be careful with
-# folders"): information, not a problem, and the one line the quiet install below would otherwise print.
-$(BIN)/vaebench: pyproject.toml
+# One stamp per TORCH value (named by a hash of it): `make install TORCH=torch==2.5.1` on an existing .venv
+# installs that torch, and vaebench again over it; the same TORCH again is "nothing to be done".
+TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s' '$(TORCH)' | cksum | cut -d' ' -f1)
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(TORCH_STAMP): | $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
+	@rm -f $(VENV)/.torch-*
+	@touch $@
+
+# setuptools announces every editable install of a flat layout ("Editable installation ... be careful with
+# folders"): information, not a problem, and the one line the quiet install below would otherwise print.
+$(BIN)/vaebench: pyproject.toml $(TORCH_STAMP)
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e ".[dev]"
 	@touch $@
 

@@ -210,7 +210,7 @@ def test_h5ad_without_anndata_says_how_to_install_it(tmp_path, monkeypatch):
     (tmp_path / "a.h5ad").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     monkeypatch.setitem(sys.modules, "anndata", None)  # import anndata now raises ImportError
     refused(H5adDataConfig(path=str(tmp_path / "a.h5ad"), cache_dir=str(tmp_path / "cache")),
-            "needs the optional package anndata", "pip install 'vaebench[h5ad]'")
+            "needs the optional package anndata", "pip install -e '.[h5ad]' in the vaebench clone")
 
 
 # ---- labels -------------------------------------------------------------------------------------------

@@ -358,7 +358,7 @@ def read_h5ad(src: Source, layer: Optional[str], label_column: Optional[str]) ->
         import anndata
     except ImportError:
         raise src.refuse("reading .h5ad files needs the optional package anndata",
-                         "install it with: pip install 'vaebench[h5ad]'") from None
+                         "install it with: pip install -e '.[h5ad]' in the vaebench clone (make install includes it)") from None
     if not src.magic().startswith(HDF5):
         raise src.refuse("is not an HDF5 (.h5ad) file", "read a csv/tsv with data=table, a Xena matrix with data=xena")
     try:

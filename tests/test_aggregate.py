@@ -361,7 +361,9 @@ def test_failures_are_drawn_as_marked_cells(tmp_path):
     assert sorted(drawn["vae · adam (2 failed)|ok"]) == [(0, 0), (0, 1)]
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert {agg.FAILURE_LABELS[s] for s in ("diverged", "oom", "error")} <= set(legend)
-    assert "hit epoch limit, not converged" in legend
+    assert "ring: hit epoch limit, not converged" in legend
+    title = fig.get_suptitle().replace("\n", " ")  # issue 16: it said "epochs to converge", which a ringed dot did not
+    assert "size = epochs trained (ring: hit the epoch limit, not converged)" in title and "to converge" not in title
     agg.plt.close(fig)
 
 

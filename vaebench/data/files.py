@@ -433,10 +433,11 @@ def read_labels(src: Source, column: Optional[str], sample_ids: list[str], cut: 
     if any(s not in by_id for s in sample_ids):
         spelt = Counter(same_sample(i, cut) for i in ids)
         by_spelling = {same_sample(i, cut): v for i, v in zip(ids, values) if spelt[same_sample(i, cut)] == 1}
-        by_id.update({s: by_spelling[same_sample(s, cut)] for s in sample_ids
-                      if s not in by_id and same_sample(s, cut) in by_spelling})
-        log.info("%s: labels matched to samples by id with '.' read as '-'%s", src.shown,
-                 "" if cut is None else f", cut to {cut} characters")
+        respelt = {s: by_spelling[same_sample(s, cut)] for s in sample_ids
+                   if s not in by_id and same_sample(s, cut) in by_spelling}
+        by_id.update(respelt)
+        log.info("%s: %d samples matched their label row with '.' read as '-'%s", src.shown, len(respelt),
+                 "" if cut is None else f" and ids cut to {cut} characters")
     missing = [s for s in sample_ids if s not in by_id]
     if missing:
         how = "" if cut is None else f" and cut to data.sample_id_length={cut} characters as the data's ids are"

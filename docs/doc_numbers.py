@@ -135,6 +135,19 @@ def seeds_grid(d: Demo) -> str:
             f"{int((s[F.status] == 'ok').sum())} ok")
 
 
+def seeds_learned(d: Demo) -> str:
+    """docs/choosing-settings.md: the first table of the seeds sweep's report, in a sentence."""
+    ok = successful(d.seeds, METRIC)
+    collapsed = ok[ok[F.collapsed].eq(True)]
+    text = (f"{int((ok[METRIC] <= LEARNED).sum())} of {len(d.seeds)} runs beat the mean predictor by 5 % or more, "
+            f"{len(collapsed)} are marked collapsed")
+    if len(collapsed) and collapsed[F.optimizer].nunique() == 1:
+        opt = collapsed[F.optimizer].iloc[0]
+        text += (f", all of them {optimizer_name(opt)}'s ({len(collapsed)} of its "
+                 f"{int((d.seeds[F.optimizer] == opt).sum())} runs)")
+    return text
+
+
 def seeds_best(d: Demo) -> str:
     """docs/choosing-settings.md: the three best configurations by their mean over seeds, with the seeds."""
     c = cells(d.seeds, METRIC)
@@ -177,12 +190,12 @@ def seeds_spread(d: Demo) -> str:
             f"ln {METRIC}, over {spread.n_cells} configurations); effects (largest minus smallest level mean, "
             f"and in seed sds): {effect_text}. The two best configurations differ by {gap:.4f} in mean ln "
             f"{METRIC}, {gap / spread.seed_sd:.1f} seed sds: telling them apart at two standard errors takes "
-            f"{needed} seed{'s' if needed != 1 else ''} each")
+            f"{needed} seed{'s' if needed != 1 else ''} each, with the seed sd measured here")
 
 
 PASSAGES: dict[str, Callable[[Demo], str]] = {
     "demo_learned": demo_learned, "eta_shares": eta_shares, "vae_figure": vae_figure, "demo_failures": demo_failures,
-    "seeds_grid": seeds_grid, "seeds_best": seeds_best, "seeds_spread": seeds_spread, "seeds_robust": seeds_robust,
+    "seeds_grid": seeds_grid, "seeds_learned": seeds_learned, "seeds_best": seeds_best, "seeds_spread": seeds_spread, "seeds_robust": seeds_robust,
 }
 
 

@@ -11,14 +11,27 @@ SEEDS ?= 0
 # make bench: QUICK=1 for latent 100 only, fewer repeats and a small sweep (a few minutes)
 QUICK ?=
 
-.PHONY: install test test-slow test-cuda demo sweep-all aggregate bench clean
+# make docs: a fresh demo (no resume: numbers from today's code) for docs/doc_numbers.py
+DOCS_DEMO ?= outputs/docs-demo
+
+.PHONY: install test test-slow test-cuda demo docs docs-check docs-demo sweep-all aggregate bench clean
+
+# One stamp per TORCH value (named by a hash of it): `make install TORCH=torch==2.5.1` on an existing .venv
+# installs that torch, and vaebench again over it; the same TORCH again is "nothing to be done".
+TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s' '$(TORCH)' | cksum | cut -d' ' -f1)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(TORCH_STAMP): | $(BIN)/python
+	$(BIN)/pip install -q "$(TORCH)"
+	@rm -f $(VENV)/.torch-*
+	@touch $@
 
 # setuptools announces every editable install of a flat layout ("Editable installation ... be careful with
 # folders"): information, not a problem, and the one line the quiet install below would otherwise print.
-$(BIN)/vaebench: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+$(BIN)/vaebench: pyproject.toml $(TORCH_STAMP)
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e ".[dev]"
 	@touch $@
 
@@ -40,6 +53,18 @@ demo: install  ## the demo grid of all four models on built-in data under both o
 	$(BIN)/vaebench-aggregate outputs/demo
 	@echo "results: outputs/demo/{paper,elbo}/*/result.json; one report per objective: outputs/demo/aggregate/"
 
+docs-demo: install  # the demo's two sweeps and the VAE under the ELBO with three seeds (docs/choosing-settings.md)
+	rm -rf $(DOCS_DEMO)
+	$(BIN)/vaebench -m +experiment=demo hydra.sweep.dir=$(DOCS_DEMO)/paper
+	$(BIN)/vaebench -m +experiment=demo_elbo hydra.sweep.dir=$(DOCS_DEMO)/elbo
+	$(BIN)/vaebench -m +experiment=demo_elbo model=vae seed=0,1,2 hydra.sweep.dir=$(DOCS_DEMO)/seeds
+
+docs: docs-demo  ## regenerate every demo number the docs quote (docs/doc_numbers.py) and the README's figure
+	$(BIN)/python docs/doc_numbers.py $(DOCS_DEMO)
+
+docs-check: docs-demo  ## fail when a number the docs quote disagrees with a fresh demo
+	$(BIN)/python docs/doc_numbers.py $(DOCS_DEMO) --check
+
 sweep-all: install  ## the study's grid for all four models (360 runs); rerun to resume after a stop
 	$(BIN)/vaebench -m +experiment=paper_grid model=vae,iwae,infovae,logcosh seed=$(SEEDS) \
 		hydra.sweep.dir=$(SWEEP_DIR) $(if $(JOBS),hydra.launcher.n_jobs=$(JOBS))
@@ -51,4 +76,4 @@ bench: install  ## timings vs the bare matrix-product floor, one table (BENCHMAR
 	$(BIN)/python bench/bench.py $(if $(QUICK),--quick)
 
 clean:
-	rm -rf outputs/runs outputs/sweeps outputs/demo outputs/aggregate
+	rm -rf outputs/runs outputs/sweeps outputs/demo outputs/aggregate $(DOCS_DEMO)

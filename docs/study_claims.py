@@ -13,6 +13,8 @@ import sys
 import pandas as pd
 from scipy.stats import spearmanr
 
+from vaebench.aggregate.collect import read_table
+
 CELL = ["model", "optimizer", "lr", "latent_dim"]
 
 
@@ -24,7 +26,7 @@ def table(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
 
 
 def main(path: str) -> None:
-    runs = pd.read_csv(path, keep_default_na=False, na_values=[""])  # status "nan" is a word, not a missing value
+    runs = read_table(path)  # this study's table says "nan" for a diverged run: read as "diverged"
     ok = runs[runs.status == "ok"]
     # A cell counts only when every seed of it succeeded, as in the aggregate's report.
     complete = runs.groupby(CELL).status.transform(lambda s: (s == "ok").all())

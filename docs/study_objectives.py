@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import spearmanr
 
-from vaebench.results import RESULT_FILE, read_result
+from vaebench.results import DIVERGED, RESULT_FILE, read_result
 
 CELL = ["model", "optimizer", "lr", "latent_dim"]
 MODELS = ["vae", "iwae", "infovae", "logcosh"]
@@ -43,7 +43,7 @@ def learned(runs: pd.DataFrame) -> pd.DataFrame:
         best20 = z20.loc[z20.recon_vs_mean.idxmin()] if len(z20) else None
         rows.append({
             "objective": objective, "model": model, "runs": len(g), "ok": len(ok),
-            "diverged": int((g.status == "nan").sum()),
+            "diverged": int((g.status == DIVERGED).sum()),
             "collapsed": f"{int(ok.collapsed.sum())} of {len(ok)}",
             "beat the mean by >= 5 %": int((ok.recon_vs_mean <= 0.95).sum()),
             "best MSE / mean": ok.recon_vs_mean.min(),
@@ -69,7 +69,7 @@ def claims(runs: pd.DataFrame) -> None:
     cells = ok.groupby(["objective", *CELL]).recon_vs_mean.mean().rename("ratio").reset_index()
 
     print("\n### Failures (diverged runs) by optimizer and learning rate, all models and latent sizes\n")
-    print(table(runs.assign(diverged=runs.status == "nan").pivot_table(
+    print(table(runs.assign(diverged=runs.status == DIVERGED).pivot_table(
         index=["objective", "optimizer"], columns="lr", values="diverged", aggfunc="sum", fill_value=0)))
 
     print("\n### Best cell per optimizer (MSE / mean predictor; mean over seeds where a cell has several)\n")

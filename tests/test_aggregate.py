@@ -74,11 +74,11 @@ def number(cell: str) -> float:
 def test_known_values_give_known_table(tmp_path):
     write_run(tmp_path, "b", optimizer="sgd", lr=1e-2, val_recon_mse=0.3, epochs_run=12)
     write_run(tmp_path, "a", lr=1e-3, latent_dim=50, val_recon_mse=0.2, converged=False, stop_reason="max_epochs")
-    write_run(tmp_path, "deep/sweep/c", optimizer="rmsprop", lr=1e-1, status="nan")
+    write_run(tmp_path, "deep/sweep/c", optimizer="rmsprop", lr=1e-1, status="diverged")
     df = table(tmp_path)
     # Ordered by model, then the study's optimizer order (adam, rmsprop, sgd), lr, latent size, seed.
     assert df[["optimizer", "lr", "latent_dim", "status", "epochs_run"]].values.tolist() == [
-        ["adam", 1e-3, 50, "ok", 5], ["rmsprop", 1e-1, 10, "nan", 5], ["sgd", 1e-2, 10, "ok", 12]]
+        ["adam", 1e-3, 50, "ok", 5], ["rmsprop", 1e-1, 10, "diverged", 5], ["sgd", 1e-2, 10, "ok", 12]]
     assert df["val_recon_mse"].fillna(-1).tolist() == [0.2, -1, 0.3]  # a failed run is a row, its metric empty
     assert df["converged"].tolist() == [False, False, True]
     assert df["config.trainer.max_epochs"].tolist() == [30, 30, 30]
@@ -174,7 +174,7 @@ def test_seed_spread_and_robustness_on_a_constructed_grid(tmp_path):
 def test_a_configuration_with_a_failed_seed_is_neither_best_nor_robust(tmp_path):
     write_run(tmp_path, "fine", val_recon_mse=0.2)
     write_run(tmp_path, "lucky", latent_dim=50, val_recon_mse=0.1)  # the lowest value, but its other seed diverged
-    write_run(tmp_path, "diverged", latent_dim=50, seed=1, status="nan")
+    write_run(tmp_path, "diverged", latent_dim=50, seed=1, status="diverged")
     c = agg.cells(table(tmp_path), "val_recon_mse")
     best = agg.best_config(c, "val_recon_mse")
     assert (best["latent_dim"], best["mean"]) == (10, 0.2)
@@ -282,11 +282,11 @@ def test_no_latent_scores_no_correlation(tmp_path, capsys):
 
 def test_failure_rates(tmp_path):
     write_run(tmp_path, "a", lr=1e-3)
-    write_run(tmp_path, "b", lr=1e-1, status="nan")
+    write_run(tmp_path, "b", lr=1e-1, status="diverged")
     write_run(tmp_path, "c", lr=1e-1, seed=1, status="oom")
     write_run(tmp_path, "d", lr=1e-1, seed=2)
     rates = agg.failure_rates(table(tmp_path), "lr")
-    assert rates.loc[1e-1, ["runs", "ok", "nan", "oom", "error"]].tolist() == [3, 1, 1, 1, 0]
+    assert rates.loc[1e-1, ["runs", "ok", "diverged", "oom", "error"]].tolist() == [3, 1, 1, 1, 0]
     assert rates["failure rate"].to_dict() == pytest.approx({1e-3: 0.0, 1e-1: 2 / 3})
 
 
@@ -310,7 +310,7 @@ def test_report_numbers_recompute_from_results_csv(tmp_path):
         assert number(eta.loc[factor, "levels"]) == ok[factor].nunique()
         assert number(eta.loc[factor, "η²"]) == pytest.approx(r2, rel=5e-3)  # printed to 3 digits
     per_optimizer = table_with(report, "failure rate").set_index("optimizer")
-    assert per_optimizer.loc["rmsprop", ["runs", "ok", "nan", "oom", "error"]].map(number).tolist() == [12, 8, 4, 0, 0]
+    assert per_optimizer.loc["rmsprop", ["runs", "ok", "diverged", "oom", "error"]].map(number).tolist() == [12, 8, 4, 0, 0]
     assert number(per_optimizer.loc["rmsprop", "failure rate"]) == pytest.approx(1 / 3, rel=5e-3)
     # A failed cell leaves the design unbalanced, so the shares overlap: the report must not add them to 1.
     assert not agg.is_balanced(ok, ["optimizer", "lr", "latent_dim", "seed"])
@@ -321,20 +321,20 @@ def test_report_numbers_recompute_from_results_csv(tmp_path):
 def failing_grid(root: Path) -> None:
     write_run(root, "ok", lr=1e-3)
     write_run(root, "limit", lr=1e-2, converged=False, stop_reason="max_epochs", epochs_run=30)
-    write_run(root, "nan", lr=1e-1, status="nan")
+    write_run(root, "nan", lr=1e-1, status="diverged")
     write_run(root, "oom", latent_dim=50, status="oom")
     write_run(root, "error", optimizer="sgd", status="error")
     write_run(root, "mixed0", optimizer="sgd", lr=1e-2, val_recon_mse=0.2)  # one seed fine, one diverged
-    write_run(root, "mixed1", optimizer="sgd", lr=1e-2, seed=1, status="nan")
+    write_run(root, "mixed1", optimizer="sgd", lr=1e-2, seed=1, status="diverged")
 
 
 def test_failed_runs_are_in_the_figure_data(tmp_path):
     failing_grid(tmp_path)
     c = agg.cells(table(tmp_path), "val_recon_mse").set_index(["optimizer", "lr", "latent_dim"])
-    assert c.loc[("adam", 1e-1, 10), ["n_ok", "failure"]].tolist() == [0, "nan"]
+    assert c.loc[("adam", 1e-1, 10), ["n_ok", "failure"]].tolist() == [0, "diverged"]
     assert c.loc[("adam", 1e-3, 50), ["n_ok", "failure"]].tolist() == [0, "oom"]
     assert c.loc[("sgd", 1e-3, 10), ["n_ok", "failure"]].tolist() == [0, "error"]
-    assert c.loc[("sgd", 1e-2, 10), ["n_ok", "n_nan", "mean"]].tolist() == [1, 1, 0.2]
+    assert c.loc[("sgd", 1e-2, 10), ["n_ok", "n_diverged", "mean"]].tolist() == [1, 1, 0.2]
     assert c["hit_limit"].to_dict() == {k: k == ("adam", 1e-2, 10) for k in c.index}
 
 
@@ -354,14 +354,16 @@ def test_failures_are_drawn_as_marked_cells(tmp_path):
     lvl = agg.levels(df)  # lr 1e-3, 1e-2, 1e-1 -> y 0, 1, 2; latent 10, 50 -> x 0, 1
     fig = agg.plot_model(agg.cells(df, "val_recon_mse"), lvl, "vae", "val_recon_mse")
     drawn = markers(fig)
-    assert drawn["vae · adam (2 failed)|nan"] == [(0, 2)]
+    assert drawn["vae · adam (2 failed)|diverged"] == [(0, 2)]
     assert drawn["vae · adam (2 failed)|oom"] == [(1, 0)]
     assert drawn["vae · sgd (2 failed)|error"] == [(0, 0)]
-    assert drawn["vae · sgd (2 failed)|nan (some seeds)"] == [(0.3, 1.3)]  # beside the surviving seed's dot
+    assert drawn["vae · sgd (2 failed)|diverged (some seeds)"] == [(0.3, 1.3)]  # beside the surviving seed's dot
     assert sorted(drawn["vae · adam (2 failed)|ok"]) == [(0, 0), (0, 1)]
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert {agg.FAILURE_LABELS[s] for s in ("nan", "oom", "error")} <= set(legend)
-    assert "hit epoch limit, not converged" in legend
+    assert {agg.FAILURE_LABELS[s] for s in ("diverged", "oom", "error")} <= set(legend)
+    assert "ring: hit epoch limit, not converged" in legend
+    title = fig.get_suptitle().replace("\n", " ")  # issue 16: it said "epochs to converge", which a ringed dot did not
+    assert "size = epochs trained (ring: hit the epoch limit, not converged)" in title and "to converge" not in title
     agg.plt.close(fig)
 
 
@@ -443,7 +445,7 @@ def baseline_grid(root: Path) -> None:
         write_run(root, f"iwae_{lr}", schema=2, model="iwae", lr=lr, recon_vs_mean=1.0, recon_vs_pca=6.0,
                   val_recon_mse=0.1, active_units=0, collapsed=True, latent_ari=0.3, latent_ari_untrained=0.4,
                   latent_ari_pca=0.5)
-    write_run(root, "iwae_failed", schema=2, model="iwae", lr=1e-1, status="nan")
+    write_run(root, "iwae_failed", schema=2, model="iwae", lr=1e-1, status="diverged")
 
 
 def test_did_the_models_learn_in_numbers(tmp_path):
@@ -543,13 +545,14 @@ def test_a_differing_setting_outside_the_grid_splits_too(tmp_path):
 
 
 def test_every_run_failed_is_still_a_report(tmp_path, capsys):
-    write_run(tmp_path / "runs", "a", status="nan")
+    write_run(tmp_path / "runs", "a", status="nan")  # written before issue 16: read as "diverged"
     write_run(tmp_path / "runs", "b", lr=1e-1, status="oom")
     write_run(tmp_path / "runs", "c", optimizer="sgd", status="error")
     agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])  # no SystemExit: exit status 0
     assert "every run failed (3 runs)" in capsys.readouterr().out
     out = tmp_path / "out"
-    assert pd.read_csv(out / "results.csv", keep_default_na=False)["status"].tolist() == ["nan", "oom", "error"]
+    # A plain read_csv (pandas, R) keeps every status: none of them reads as a missing value.
+    assert pd.read_csv(out / "results.csv")["status"].tolist() == ["diverged", "oom", "error"]
     tables = md_tables((out / "report.md").read_text())
     assert tables[0][["runs", "ok", "failed"]].values.tolist() == [["3", "0", "3"]]
     per_optimizer = next(t for t in tables if t.columns[0] == "optimizer" and "failure rate" in t.columns)
@@ -663,3 +666,17 @@ def test_real_tiny_sweep_through_the_cli(tmp_path):
     agg.aggregate([sweep], tmp_path / "ari", "latent_ari", ["png"])
     assert "Metric: `latent_ari` (higher is better)" in (tmp_path / "ari" / "report.md").read_text()
     assert (tmp_path / "ari" / "dotplot_vae.png").stat().st_size > 0
+
+
+def test_results_written_before_the_rename_read_nan_as_diverged(tmp_path):
+    """Issue 16: a diverged run was "nan", which pandas and R read as missing; old files still read."""
+    from vaebench.results import finished_result
+
+    old = write_run(tmp_path, "old", status="nan", config_hash="h")
+    assert finished_result(old, "h")["status"] == "diverged"  # a resumed sweep still skips it
+    assert finished_result(old, "h")["stop_reason"] == "diverged"
+    csv = tmp_path / "results.csv"
+    csv.write_text("model,status,stop_reason,val_recon_mse\nvae,nan,nan,\nvae,ok,converged,0.1\n")
+    runs = agg.read_table(csv)
+    assert runs["status"].tolist() == ["diverged", "ok"] and runs["stop_reason"].tolist() == ["diverged", "converged"]
+    assert runs["val_recon_mse"].isna().tolist() == [True, False]

@@ -11,11 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY, run_cli
+from conftest import REPO, TINY, make_config, run_cli
+from vaebench.cli import conf_dir
+from vaebench.config import register_configs
 from vaebench.results import read_result
-from vaebench.sweep import PROGRESS_FILE, distinct_value_jobs, job_overrides
+from vaebench.sweep import PROGRESS_FILE, distinct_value_jobs, job_overrides, one_line
 
 
 def results_under(path: Path) -> dict[Path, dict]:
@@ -29,6 +33,7 @@ def test_single_run_writes_result_and_metrics(tmp_path):
     assert (result["model"], result["optimizer"], result["seed"], result["status"]) == ("iwae", "rmsprop", 1, "ok")
     assert (run_dir / "metrics.csv").read_text().count("\n") == 1 + result["epochs_run"]
     assert (run_dir / "run.log").exists() and (run_dir / ".hydra" / "config.yaml").exists()
+    assert proc.stdout.splitlines()[-1] == f"vaebench: result in {run_dir / 'result.json'}"  # where it went
 
 
 @pytest.mark.parametrize("override, says", [
@@ -41,6 +46,7 @@ def test_bad_config_exits_2_before_training(override, says, tmp_path):
     assert proc.returncode == 2
     assert says in proc.stderr
     assert not list(tmp_path.rglob("result.json")) and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("outputs/runs/*"))  # a refused run leaves no empty folder for aggregate to list
 
 
 def test_bad_value_in_a_sweep_stops_it_before_any_job(tmp_path):
@@ -58,9 +64,11 @@ def test_sweep_with_failing_jobs_completes_and_records_all(tmp_path):
     results = results_under(tmp_path / "sweep")
     ended = sorted((r["lr"], r["config"]["trainer"]["fault"] or "", r["status"]) for r in results.values())
     assert ended == [(1e-3, "", "ok"), (1e-3, "error", "error"), (1e-3, "oom", "oom"),
-                     (1e4, "", "nan"), (1e4, "error", "error"), (1e4, "oom", "oom")]
+                     (1e4, "", "diverged"), (1e4, "error", "error"), (1e4, "oom", "oom")]
     assert len({r["config_hash"] for r in results.values()}) == 6  # six jobs, six directories, no shared file
-    assert "[6/6]" in proc.stdout and "sweep done: 6 jobs (2 error, 1 nan, 1 ok, 2 oom)" in proc.stdout + proc.stderr
+    # One line announces the sweep; the launcher's list of every job (72 lines for the demo) stays off the console.
+    assert "sweep: 6 jobs into sweep\n" in proc.stdout and "#0 :" not in proc.stdout and "Launching jobs" not in proc.stdout
+    assert "[6/6]" in proc.stdout and "sweep done: 6 jobs (1 diverged, 2 error, 1 ok, 2 oom)" in proc.stdout + proc.stderr
     cache = Path(os.environ["VAEBENCH_CACHE"])
     assert not list(cache.glob("*.tmp")) and not list(tmp_path.rglob("*.tmp"))
 
@@ -122,3 +130,36 @@ def test_submitit_local_launcher_runs_a_tiny_grid(tmp_path):
     proc = run_cli("-m", "hydra/launcher=local", "model=vae,logcosh", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert sorted(r["model"] for r in results_under(tmp_path / "sweep").values()) == ["logcosh", "vae"]
+
+
+@pytest.mark.parametrize("override, says", [
+    ("model=vea", "Could not find 'model/vea'; Available options in 'model': infovae, iwae, logcosh, vae"),
+    ("lr=abc", "Error merging override lr=abc; Value 'abc' of type 'str' could not be converted to Float"),
+])
+def test_a_bad_swept_value_says_why_in_one_line(override, says):
+    """Issue 16: the sweep's check printed Hydra's first two lines: no options, no reason."""
+    with pytest.raises(HydraException) as caught:  # what the sweep's check gets for one job of the grid
+        make_config(override)
+    assert one_line(caught.value).endswith(says) and "\n" not in one_line(caught.value)
+
+
+def test_help_lists_the_users_groups_not_the_internal_schemas():
+    """Issue 16: `vaebench --help` listed schema/model, schema/data, ... beside model, data, ..."""
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True)
+    help_text = cfg.hydra.help.template  # resolved as Hydra does before filling in $CONFIG
+    assert "model: infovae, iwae, logcosh, vae" in help_text and "optimizer: adam, rmsprop, sgd" in help_text
+    assert "schema" not in help_text and "hydra/" not in help_text
+
+
+def test_a_sweep_announces_how_many_of_its_jobs_already_finished(tmp_path):
+    from vaebench.results import Result, write_result
+    from vaebench.sweep import announce
+
+    assert announce(3, tmp_path / "new", resume=True) == f"sweep: 3 jobs into {tmp_path / 'new'}"
+    for name, status in (("a", "ok"), ("b", "diverged"), ("c", "error")):  # an error is retried: not finished
+        (tmp_path / name).mkdir()
+        write_result(tmp_path / name, Result(status=status))
+    assert announce(3, tmp_path, resume=True).startswith(f"sweep: 3 jobs into {tmp_path}, 2 already finished there")
+    assert announce(3, tmp_path, resume=False) == f"sweep: 3 jobs into {tmp_path}"

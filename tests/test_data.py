@@ -210,7 +210,7 @@ def test_h5ad_without_anndata_says_how_to_install_it(tmp_path, monkeypatch):
     (tmp_path / "a.h5ad").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     monkeypatch.setitem(sys.modules, "anndata", None)  # import anndata now raises ImportError
     refused(H5adDataConfig(path=str(tmp_path / "a.h5ad"), cache_dir=str(tmp_path / "cache")),
-            "needs the optional package anndata", "pip install 'vaebench[h5ad]'")
+            "needs the optional package anndata", "pip install -e '.[h5ad]' in the vaebench clone")
 
 
 # ---- labels -------------------------------------------------------------------------------------------
@@ -237,6 +237,22 @@ def test_labels_file_that_does_not_match_the_samples_is_refused(tmp_path):
     refused(table(tmp_path, path, labels_path=str(labels)), "duplicated sample id", "'S3'", names=str(labels))
     labels.write_text("id\ttype\n" + "".join(f"S{i}\t{'t' if i != 2 else ''}\n" for i in range(6)))
     refused(table(tmp_path, path, labels_path=str(labels)), "sample 'S2' has an empty label", names=str(labels))
+
+
+def test_tybalt_labels_match_sample_ids_cut_to_15_characters_and_spelt_with_dots(tmp_path):
+    """Issue 16: tybalt's preparation cuts sample ids to 15 characters; label tables spell them in full, and
+    R writes TCGA-22-4593-01 as TCGA.22.4593.01. Labels match once both are spelt the same way."""
+    samples = [f"TCGA.22.459{i}.01" for i in range(6)]  # a matrix written by R: '.' for '-'
+    xena = write_xena(tmp_path / "x.gz", rng_matrix(3, 6), ["A|1", "B|2", "C|3"], samples)
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("sampleID\ttype\n" + "".join(f"TCGA-22-459{i}-01A\t{'ab'[i % 2]}\n" for i in range(6)))
+    cfg = XenaDataConfig(path=str(xena), n_genes=None, sample_id_length=15, labels_path=str(labels),
+                         cache_dir=str(tmp_path / "cache"))
+    assert load_dataset(cfg).labels == ["a", "b", "a", "b", "a", "b"]
+    labels.write_text("sampleID\ttype\n" + "".join(f"TCGA-99-459{i}-01A\tt\n" for i in range(6)))
+    refused(cfg, "has no row for 6 of the 6 samples (first: 'TCGA.22.4590.01')",
+            "cut to data.sample_id_length=15 characters", "this file's first id: 'TCGA-99-4590-01A'",
+            names=str(labels))
 
 
 def test_label_column_missing_from_the_table_is_refused(tmp_path):
@@ -464,3 +480,25 @@ def test_cli_trains_on_a_table_with_the_scaler_fit_on_the_training_split(tmp_pat
     assert result["n_features"] == 6
     assert result["data"]["scaler_fit"] == "train" and result["data"]["split_seed"] == 3
     assert result["data"]["n_fit_samples"] == result["n_train"]
+
+
+def test_raw_counts_without_log1p_warn_with_the_fix_on_every_load(tmp_path, caplog):
+    """Issue 16: BRCA RSEM values up to 1e6 trained without data.log1p and without a word."""
+    rng = np.random.default_rng(0)
+    counts = rng.negative_binomial(2, 0.002, size=(30, 8)).astype(np.float32)  # reads: whole, up to thousands
+    path = write_table(tmp_path / "counts.tsv", counts)
+    for _ in range(2):  # the first load builds the cache entry, the second reads it: both warn
+        caplog.clear()
+        load_dataset(table(tmp_path, path))
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warned) == 1 and str(path) in warned[0] and "set data.log1p=true" in warned[0], warned
+        assert "100% whole numbers" in warned[0] and "\n" not in warned[0]
+    tpm = counts * rng.uniform(0.5, 1.5, size=counts.shape).astype(np.float32)  # not whole, still heavy-tailed
+    tpm[0, 0] = 100 * counts.max()
+    for quiet, x in (("log1p", counts), ("logged", np.log2(counts + 1)), ("scaled", rng_matrix(30, 8, high=1))):
+        caplog.clear()
+        load_dataset(table(tmp_path, write_table(tmp_path / f"{quiet}.tsv", x), log1p=quiet == "log1p"))
+        assert not [r for r in caplog.records if r.levelname == "WARNING"], quiet
+    caplog.clear()
+    load_dataset(table(tmp_path, write_table(tmp_path / "tpm.tsv", tpm)))
+    assert "x the median positive value" in caplog.text and "set data.log1p=true" in caplog.text

@@ -73,3 +73,31 @@ def test_installed_wheel_commands_work_outside_the_checkout(wheel, tmp_path):
     agg = subprocess.run([str(venv / "bin" / "vaebench-aggregate"), "--help"], cwd=tmp_path, capture_output=True,
                          text=True, env=env, timeout=120)
     assert agg.returncode == 0 and "PATH" in agg.stdout, agg.stderr
+
+
+def test_make_install_reinstalls_torch_when_TORCH_changes(tmp_path):
+    """Issue 16: `make install TORCH=torch==2.5.1` said "Nothing to be done" once .venv existed."""
+    venv = tmp_path / "venv"
+
+    def plan(*args: str) -> str:  # what make would run (-n: nothing runs)
+        proc = subprocess.run(["make", "-n", "-C", str(REPO), "install", f"VENV={venv}", *args],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert 'pip install -q "torch==2.13.0"' in plan()  # a fresh clone: venv, torch, vaebench
+    (venv / "bin").mkdir(parents=True)
+    stamps = [line.split()[-1] for line in plan().splitlines() if line.startswith("touch") and ".torch-" in line]
+    for path in (venv / "bin" / "python", Path(stamps[0]), venv / "bin" / "vaebench"):  # as after that install
+        path.touch()
+    assert "pip install" not in plan()
+    assert 'pip install -q "torch==2.5.1"' in plan("TORCH=torch==2.5.1")
+    assert "-m venv" not in plan("TORCH=torch==2.5.1")  # the venv stays; torch and vaebench are installed again
+
+
+def test_install_commands_name_the_clone_not_a_published_package():
+    """Issue 16: `pip install "vaebench[cluster]"` assumes a package on PyPI; from a clone it is -e ".[cluster]"."""
+    texts = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "conf").rglob("*.yaml"),
+             *(REPO / "vaebench").rglob("*.py")]
+    published = re.compile(r"""pip install ["']?vaebench\[""")
+    assert not [p.name for p in texts if published.search(p.read_text())]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -50,3 +52,17 @@ def test_a_run_on_labelled_data_records_the_scores(tmp_path):
     assert all(isinstance(result[f], float) for f in FIELDS) and result["latent_seconds"] >= 0
     off = run(make_config("data.n_types=3", "trainer.latent_metrics=false"), tmp_path / "off")
     assert all(off[f] is None for f in FIELDS)
+
+
+def test_a_collapsed_latent_space_scores_without_convergence_warnings():
+    """Issue 16: k-means' ConvergenceWarning on collapsed runs leaked into every sweep's output."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    y = np.repeat(np.array(["a", "b", "c", "d"]), 10)
+    z = np.zeros((40, 3))
+    z[::2] = 1.0  # two distinct points for four labels: k-means finds 2 clusters where it was asked for 4
+    with pytest.warns() as caught:
+        warnings.warn("sentinel")  # pytest.warns needs one warning; the scores must add none of their own
+        scores = label_scores(z, y, z, y, seed=0)
+    assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)], [str(w.message) for w in caught]
+    assert scores["latent_ari"] is not None

@@ -103,7 +103,7 @@ def test_sweep_is_one_experiment_with_a_run_per_job(server, tmp_path):
             assert {m.step for m in history} == set(range(1, result[F.epochs_run] + 1))
             assert max(history, key=lambda m: (m.step, m.timestamp)).value == pytest.approx(result[F.train_loss])
             assert "metrics.csv" in artifacts
-    assert sorted(r[F.status] for r in results.values()) == ["nan", "ok", "ok", "ok"]
+    assert sorted(r[F.status] for r in results.values()) == ["diverged", "ok", "ok", "ok"]
 
     again = run_cli(*args, cwd=tmp_path, timeout=600)  # resumed: every job skipped, nothing logged twice
     assert again.returncode == 0 and again.stdout.count("-> skipped") == 4, again.stdout
@@ -124,7 +124,7 @@ def test_server_killed_mid_sweep_leaves_every_result(server, tmp_path):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     results = results_under(sweep)
-    assert len(results) == 4 and all(r[F.status] in ("ok", "nan") and r[F.finished_at] for r in results.values())
+    assert len(results) == 4 and all(r[F.status] in ("ok", "diverged") and r[F.finished_at] for r in results.values())
     assert "vaebench: warning: mlflow tracking" in err
 
 

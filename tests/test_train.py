@@ -121,15 +121,15 @@ def test_same_seed_same_numbers(tmp_path):
     assert c["val_loss"] != a["val_loss"]
 
 
-def test_a_diverging_config_is_recorded_as_nan(tmp_path):
+def test_a_diverging_config_is_recorded_as_diverged(tmp_path):
     result = run(make_config("optimizer=sgd", "lr=1e4"), tmp_path)
-    assert result["status"] == "nan" and result["failed_epoch"] == 1 and result["epochs_run"] == 0
+    assert result["status"] == "diverged" and result["failed_epoch"] == 1 and result["epochs_run"] == 0
     assert result["val_recon_mse"] is None and "NaN" in result["error"]
-    assert json.loads((tmp_path / "result.json").read_text())["status"] == "nan"
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "diverged"
 
 
 @pytest.mark.parametrize("fault, status, text", [("oom", "oom", "MemoryError"), ("error", "error", "RuntimeError"),
-                                                 ("diverge", "nan", "NaN")])
+                                                 ("diverge", "diverged", "NaN")])
 def test_injected_failures_become_results(fault, status, text, tmp_path):
     result = run(make_config(f"trainer.fault={fault}"), tmp_path)
     assert result["status"] == status and text in result["error"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -19,11 +20,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from vaebench.claim import claimed
+from vaebench.claim import CLAIM_FILE, claimed
 from vaebench import launcher, sweep
 from vaebench.config import register_configs
 from vaebench.errors import UserError
 from vaebench.launcher import NOT_WRITTEN, cannot_write
+from vaebench.results import METRICS_FILE, RESULT_FILE
 from vaebench.sweep import job_dirname, report_job
 
 log = logging.getLogger("vaebench")
@@ -36,6 +38,17 @@ def conf_dir() -> str:
         if (candidate / "config.yaml").is_file():
             return str(candidate)
     raise SystemExit("vaebench: cannot find its conf/ directory (config.yaml); reinstall the package")
+
+
+def config_groups() -> str:
+    """The groups a user chooses from (conf/<group>/<option>.yaml), one line each, for `vaebench --help`.
+    Hydra's own listing would add the internal schema/* groups (config.py) beside them."""
+    lines = []
+    for group in sorted(Path(conf_dir()).iterdir()):
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        if group.is_dir() and group.name != "hydra" and options:
+            lines.append(f"{group.name}: {', '.join(options)}")
+    return "\n".join(lines)
 
 
 def parallel_jobs() -> int:
@@ -76,6 +89,8 @@ def _task(cfg: DictConfig) -> Optional[float]:
         print(f"vaebench: error: {e}", file=sys.stderr)
         quiet_console(lambda r: True)  # the line above is the terminal's copy; run.log gets the record
         log.error("%s", e)
+        if not multirun:
+            remove_refused_run(out_dir)
         sys.exit(2)
     except OSError as e:  # result.json or metrics.csv: the directory is not writable (or the disk is full)
         if not multirun:
@@ -86,7 +101,24 @@ def _task(cfg: DictConfig) -> Optional[float]:
         return NOT_WRITTEN
     if multirun:
         print(report_job(Path(hc.sweep.dir), result), flush=True)
+    else:
+        print(f"vaebench: result in {out_dir / RESULT_FILE}", flush=True)
     return result.get("val_recon_mse")  # the value a Hydra optimizing sweeper minimises
+
+
+def remove_refused_run(out_dir: Path) -> None:
+    """A single run refused before training (bad value, bad data) leaves no folder behind: an empty
+    time-stamped folder would be listed by vaebench-aggregate as a run with no result yet. Only the files
+    Hydra and vaebench wrote for this attempt go, and the folder only when nothing else is in it."""
+    if (out_dir / RESULT_FILE).exists():  # hydra.run.dir pointed at a finished run: keep all of it
+        return
+    shutil.rmtree(out_dir / ".hydra", ignore_errors=True)
+    for name in ("run.log", METRICS_FILE, CLAIM_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    try:
+        out_dir.rmdir()
+    except OSError:  # something else lives there
+        pass
 
 
 def quiet_console(drop: Callable[[logging.LogRecord], bool]) -> None:
@@ -99,6 +131,7 @@ def quiet_console(drop: Callable[[logging.LogRecord], bool]) -> None:
 # At import: parallel workers and cluster jobs import this module to unpickle the task, and resolve
 # their own directory name (hydra.sweep.subdir) there.
 OmegaConf.register_new_resolver("vaebench.parallel_jobs", parallel_jobs, replace=True)
+OmegaConf.register_new_resolver("vaebench.config_groups", config_groups, replace=True)
 OmegaConf.register_new_resolver("vaebench.job_dirname", job_dirname, replace=True)
 
 

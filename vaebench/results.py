@@ -26,9 +26,18 @@ from vaebench.atomic import temp_beside
 SCHEMA = 2  # 2: baselines, collapse diagnostics, latent-score baselines, stopping details (issue 11)
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.csv"
-STATUSES = ("ok", "nan", "oom", "error")
-FAILED = ("nan", "oom", "error")
-FINISHED = ("ok", "nan", "oom")  # a rerun would end the same way; `error` runs are retried on resume
+DIVERGED = "diverged"  # NaN/Inf in the loss or the weights; a word pandas, R and spreadsheets read as text
+STATUSES = ("ok", DIVERGED, "oom", "error")
+FAILED = (DIVERGED, "oom", "error")
+FINISHED = ("ok", DIVERGED, "oom")  # a rerun would end the same way; `error` runs are retried on resume
+# Results written before issue 16 called a diverged run "nan", which pandas and R read as a missing value.
+# Every reader maps the old word, so old sweeps still resume and aggregate.
+OLD_STATUSES = {"nan": DIVERGED}
+
+
+def current_status(status: Any) -> Any:
+    """A status as this version names it: an old result's "nan" is "diverged"."""
+    return OLD_STATUSES.get(status, status) if isinstance(status, str) else status
 
 
 def _metric(better: str, doc: str, default: Any = None) -> Any:
@@ -46,7 +55,7 @@ LATENT_REFERENCES = ("untrained", "pca")  # the same scores for an untrained net
 @dataclass
 class Result:
     # What the run was (the grid's axes) and how it ended.
-    status: Optional[str] = _info("ok | nan (diverged) | oom | error")
+    status: Optional[str] = _info("ok | diverged (NaN/Inf; 'nan' before issue 16) | oom | error")
     model: Optional[str] = _info("vae | iwae | infovae | logcosh")
     optimizer: Optional[str] = _info("adam | sgd | rmsprop")
     lr: Optional[float] = _info("learning rate")
@@ -55,7 +64,7 @@ class Result:
     loss_mode: Optional[str] = _info("the objective: paper | corrected | elbo")
     epochs_run: int = _info("epochs completed", 0)
     converged: bool = _info("the study's rule (or patience) stopped the run before max_epochs", False)
-    stop_reason: Optional[str] = _info("converged | patience | max_epochs | nan | oom | error")
+    stop_reason: Optional[str] = _info("converged | patience | max_epochs | diverged | oom | error")
     still_improving: Optional[bool] = _info("the last epoch set a new best validation loss (more epochs may help)")
     best_epoch: Optional[int] = _info("epoch of the lowest validation loss; its numbers are reported "
                                       "under trainer.stopping=patience, the last epoch's otherwise")
@@ -219,7 +228,11 @@ def read_result(run_dir: Path) -> Optional[dict[str, Any]]:
         result = json.loads((Path(run_dir) / RESULT_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(result, dict) or result.get(F.status) not in STATUSES:
+    if not isinstance(result, dict):
+        return None
+    result[F.status] = current_status(result.get(F.status))
+    result[F.stop_reason] = current_status(result.get(F.stop_reason))
+    if result[F.status] not in STATUSES:
         return None
     return result
 

@@ -36,7 +36,7 @@ from omegaconf.errors import OmegaConfBaseException
 from vaebench.config import validate
 from vaebench.errors import UserError
 from vaebench.precheck import check_data
-from vaebench.results import describe
+from vaebench.results import FINISHED, describe, read_result
 
 log = logging.getLogger("vaebench.sweep")
 
@@ -76,6 +76,27 @@ def distinct_value_jobs(jobs: list[list[str]]) -> list[list[str]]:
     return [list(job) for job in sorted(picked)]
 
 
+def one_line(error: BaseException) -> str:
+    """A composition error in one line, with what Hydra spreads over several: the options it lists, one per
+    line ("Available options in 'model':" then each), and the reason it keeps in the chained exception
+    ("Error merging override lr=abc" is caused by "Value 'abc' ... could not be converted to Float")."""
+    parts: list[str] = []
+    listing = False  # inside Hydra's list of options: one option per line, joined with commas
+    while error is not None:
+        text = str(error).split("Config search path:")[0]  # Hydra's own search path: noise to a user
+        for line in (line.strip() for line in text.splitlines()):
+            if not line or line.startswith(("full_key:", "object_type=", "reference_type=")) or line in parts:
+                listing = listing and not line
+                continue
+            if listing:
+                parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line
+            else:
+                parts.append(line)
+                listing = line.startswith("Available options")
+        error = error.__cause__
+    return "; ".join(parts)
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = job_overrides(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
@@ -91,8 +112,7 @@ class SweepCallback(Callback):
                         checked.add(key)
             except (UserError, HydraException, OmegaConfBaseException) as e:
                 # Hydra turns a callback's exception into a warning and goes on; a bad value must stop here.
-                print("vaebench: error: " + ": ".join([line.strip() for line in str(e).splitlines() if line.strip()][:2]),
-                      file=sys.stderr)
+                print(f"vaebench: error: {one_line(e)}", file=sys.stderr)
                 raise SystemExit(2) from None
         global current_dir
         sweep_dir = current_dir = Path(config.hydra.sweep.dir)
@@ -106,7 +126,7 @@ class SweepCallback(Callback):
             print(f"vaebench: warning: cannot write in the sweep directory {sweep_dir} ({e.strerror or e}); "
                   f"jobs that need to write there will say so", file=sys.stderr)
         if jobs:
-            log.info("sweep of %d jobs into %s", len(jobs), sweep_dir)
+            log.info("%s", announce(len(jobs), sweep_dir, bool(config.get("resume", True))))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -117,6 +137,17 @@ class SweepCallback(Callback):
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         message = f"sweep done: {len(lines)} jobs ({summary}) in {time.time() - started:.1f} s; results in {sweep_dir}"
         log.info(message)
+
+
+def announce(n_jobs: int, sweep_dir: Path, resume: bool) -> str:
+    """The one line a sweep starts with (the launcher's own list of every job is kept off the console,
+    see hydra.hydra_logging in conf/config.yaml): how many jobs, and how many a resume may skip."""
+    line = f"sweep: {n_jobs} jobs into {sweep_dir}"
+    done = sum(1 for d in (sweep_dir.iterdir() if sweep_dir.is_dir() else ()) if d.is_dir()
+               and (r := read_result(d)) is not None and r["status"] in FINISHED)
+    if resume and done:
+        line += f", {done} already finished there (skipped if their configuration is unchanged; resume=false reruns them)"
+    return line
 
 
 def this_invocation(sweep_dir: Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from vaebench.config import Config, schema_defaults, validate
 from vaebench.data import Dataset, load_dataset
 from vaebench.errors import UserError
 from vaebench.baselines import assess
-from vaebench.results import METRICS_FILE, Result, config_hash, describe, finished_result, write_result
+from vaebench.results import DIVERGED, METRICS_FILE, Result, config_hash, describe, finished_result, write_result
 from vaebench.data.split import split_indices, split_seed
 from vaebench.device import is_out_of_memory, peak_memory_mb, pick_device, release_memory, reset_peak_memory
 from vaebench.precheck import require_split, require_training_batch
@@ -115,7 +115,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         if result.collapsed:
             log.warning("the model did not learn: %s", result.collapse_reason)
     except NonFiniteError as e:
-        result.update(status="nan", error=str(e))
+        result.update(status=DIVERGED, error=str(e))
     except Exception as e:  # noqa: BLE001 - a failing configuration is a result, never the end of a sweep
         result.update(status="oom" if is_out_of_memory(e) else "error", error=f"{type(e).__name__}: {e}")
         log.error("run failed (%s):\n%s", result.status, traceback.format_exc())

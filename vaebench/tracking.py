@@ -44,7 +44,8 @@ def start(logger_cfg: Any, resolved: dict[str, Any], result: Result, out_dir: Pa
     if logger_cfg is None or logger_cfg.name != "mlflow":
         return NoTracker()
     if importlib.util.find_spec("mlflow") is None:
-        raise UserError('logger=mlflow needs MLflow: pip install "vaebench[mlflow]" (or drop logger=mlflow)')
+        raise UserError('logger=mlflow needs MLflow: pip install -e ".[mlflow]" in the vaebench clone (make install includes it), '
+                        'or drop logger=mlflow')
     return MlflowTracker(logger_cfg, resolved, result, out_dir)
 
 

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from vaebench.results import F, FAILED, FINISHED, IDENTITY, METRICS_FILE, NULLABLE_NUMBERS, REQUIRED, RESULT_FILE, \
-    read_result
+from vaebench.results import F, FAILED, FINISHED, IDENTITY, METRICS_FILE, NULLABLE_NUMBERS, OLD_STATUSES, REQUIRED, \
+    RESULT_FILE, read_result
 
 AXES = (F.optimizer, F.lr, F.latent_dim)  # the study's grid; one figure panel per optimizer
 CELL = (F.model, *AXES)  # one dot
@@ -112,7 +112,7 @@ def tabulate(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
     if F.config_hash not in df:
         df[F.config_hash] = None
     # A resumed sweep written to another dir leaves several results for one configuration. Keep one per
-    # config_hash: a finished one (ok/nan/oom) before an `error` (resume retries errors, so an error is
+    # config_hash: a finished one (ok/diverged/oom) before an `error` (resume retries errors, so an error is
     # superseded by any finished run), and among those the newest, by finished_at (file mtime if absent).
     # A result without config_hash (not written by vaebench.task) is its own identity: its run dir. The swept
     # values and the data fingerprint join the hash: results written before the fix of config_hash gave
@@ -138,6 +138,16 @@ def tabulate(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
     rest = [c for c in df.columns if c not in lead and c != RUN_DIR and not c.startswith("config.")]
     config = [c for c in df.columns if c.startswith("config.")]
     return df[lead + rest + config + [RUN_DIR]].reset_index(drop=True), dropped
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A results.csv written by any version: statuses as this version names them. Tables written before
+    issue 16 say "nan" for a diverged run, which pandas reads as a missing value unless told otherwise."""
+    runs = pd.read_csv(path, dtype={F.status: str, F.stop_reason: str}, keep_default_na=False, na_values=[""])
+    for column in (F.status, F.stop_reason):
+        if column in runs:
+            runs[column] = runs[column].replace(OLD_STATUSES)
+    return runs
 
 
 def _ordered(values: Sequence[str], preferred: Sequence[str]) -> list[str]:
@@ -221,7 +231,7 @@ def cells(df: pd.DataFrame, metric: str) -> pd.DataFrame:
                       **{f"n_{s}": (s, "sum") for s in FAILED}).reset_index()
     out["n_failed"] = out[[f"n_{s}" for s in FAILED]].sum(axis=1)
     out["spread"] = out["sd"] / out["mean"].abs()  # seed-to-seed sd relative to the mean; NaN for one seed
-    # The failure a cell is marked with: the most frequent one (ties: nan before oom before error).
+    # The failure a cell is marked with: the most frequent one (ties: diverged before oom before error).
     counts = out[[f"n_{s}" for s in FAILED]].to_numpy()
     out["failure"] = [FAILED[int(np.argmax(c))] if c.sum() else None for c in counts]
     return out

@@ -23,19 +23,23 @@ from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from vaebench.aggregate.fmt import fmt_lr, fmt_spread  # noqa: E402
 from vaebench.aggregate.stats import LINEAR, direction, is_log_scale, worse  # noqa: E402
-from vaebench.results import F  # noqa: E402
+from vaebench.results import DIVERGED, F  # noqa: E402
 
 # Failures are drawn in black shapes, never in colour, so they cannot be read as a metric value.
-FAILURE_MARKERS = {"nan": dict(marker="X", facecolor="black", edgecolor="black"),
+FAILURE_MARKERS = {DIVERGED: dict(marker="X", facecolor="black", edgecolor="black"),
                    "oom": dict(marker="s", facecolor="none", edgecolor="black"),
                    "error": dict(marker="^", facecolor="dimgrey", edgecolor="black")}
-FAILURE_LABELS = {"nan": "nan: loss or weights became NaN/Inf", "oom": "oom: out of memory",
+FAILURE_LABELS = {DIVERGED: "diverged: loss or weights became NaN/Inf", "oom": "oom: out of memory",
                   "error": "error: any other exception"}
 CMAP = "viridis"  # perceptually uniform and colour-blind safe
 # Ratios to a baseline: 1 (no better than the baseline) is always on the colour bar, drawn as a line, so that
 # a figure says at a glance whether anything beat it, whatever the data set.
 REFERENCE_LINES = {F.recon_vs_mean: "1 = mean predictor", F.recon_vs_pca: "1 = PCA"}
 COLLAPSED = dict(marker="_", s=150, linewidths=2.5, color="black")  # a bar across the dot: flat, did not learn
+# A dot's size is the epochs it trained, whether the stopping rule fired or the limit stopped it; the ring
+# says which. The titles said "epochs to converge", which a ringed dot did not.
+SIZE = "size = epochs trained (ring: hit the epoch limit, not converged)"
+RING_LABEL = "ring: hit epoch limit, not converged"
 COLLAPSED_LABEL = "bar across a dot: a run collapsed\n(recon_vs_mean ≥ 0.98 or no active unit)"
 
 
@@ -125,7 +129,7 @@ def legend_handles(figure_cells: pd.DataFrame, scales: Scales) -> list:
                               markeredgewidth=COLLAPSED["linewidths"], label=COLLAPSED_LABEL))
     if figure_cells["hit_limit"].any():
         handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="0.6", markeredgecolor="black",
-                              markeredgewidth=2, markersize=10, label="hit epoch limit, not converged"))
+                              markeredgewidth=2, markersize=10, label=RING_LABEL))
     for status, style in FAILURE_MARKERS.items():
         if (figure_cells[f"n_{status}"] > 0).any():
             handles.append(Line2D([], [], ls="", marker=style["marker"], markerfacecolor=style["facecolor"],
@@ -190,13 +194,13 @@ def scale_text(values: pd.Series, metric: str, log: bool) -> str:
 def plot_model(model_cells: pd.DataFrame, lvl: dict[str, list], model: str, metric: str):
     """The study's figure for one model: one panel per optimizer."""
     return _grid_figure(model_cells, lvl, [model], metric,
-                        f"{model}: colour = {metric} ({direction(metric)}), size = epochs to converge")
+                        f"{model}: colour = {metric} ({direction(metric)}), {SIZE}")
 
 
 def plot_overview(all_cells: pd.DataFrame, lvl: dict[str, list], metric: str):
     """Every model on one colour scale, so that models compare at a glance."""
     return _grid_figure(all_cells, lvl, lvl[F.model], metric,
-                        f"all models: colour = {metric} ({direction(metric)}, one scale), size = epochs to converge")
+                        f"all models: colour = {metric} ({direction(metric)}, one scale), {SIZE}")
 
 
 def save(fig, out: Path, stem: str, formats: Sequence[str]) -> list[Path]:

@@ -189,7 +189,7 @@ From results.csv (one row per run, already de-duplicated), per model:
   else {metric} itself; a latent score (which can be ≤ 0) is always y itself.
 - η² of a factor (optimizer, lr, latent_dim, and seed when there are several): sum over the factor's levels of
   n_level × (mean y of the level − mean y)², divided by the sum over the runs of (y − mean y)².
-- Failure rate: runs whose status is nan, oom or error, over all runs of that optimizer or learning rate.
+- Failure rate: runs whose status is diverged, oom or error, over all runs of that optimizer or learning rate.
 - A configuration is optimizer × lr × latent_dim; its value is the mean {metric} over its successful seeds. The
   best configuration is the {extreme} such mean among configurations where every run succeeded. A configuration is
   within 10 % of it when every run succeeded and its mean is {bound}.

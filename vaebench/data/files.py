@@ -358,7 +358,7 @@ def read_h5ad(src: Source, layer: Optional[str], label_column: Optional[str]) ->
         import anndata
     except ImportError:
         raise src.refuse("reading .h5ad files needs the optional package anndata",
-                         "install it with: pip install 'vaebench[h5ad]'") from None
+                         "install it with: pip install -e '.[h5ad]' in the vaebench clone (make install includes it)") from None
     if not src.magic().startswith(HDF5):
         raise src.refuse("is not an HDF5 (.h5ad) file", "read a csv/tsv with data=table, a Xena matrix with data=xena")
     try:
@@ -401,8 +401,17 @@ def _labels(src: Source, sample_ids: list[str], values: list[Any]) -> list[str]:
     return [str(v) for v in values]
 
 
-def read_labels(src: Source, column: Optional[str], sample_ids: list[str]) -> list[str]:
-    """One label per sample from a side table whose first column holds the data file's sample ids."""
+def same_sample(sample_id: str, cut: Optional[int]) -> str:
+    """A sample id as label tables and data files may both spell it: TCGA barcodes with '.' for '-' (R's
+    read.table makes them so), cut to `cut` characters as data.sample_id_length cut the data's (tybalt: 15,
+    TCGA-22-4593-01 for the label table's TCGA-22-4593-01A)."""
+    sample_id = sample_id.replace(".", "-")
+    return sample_id if cut is None else sample_id[:cut]
+
+
+def read_labels(src: Source, column: Optional[str], sample_ids: list[str], cut: Optional[int] = None) -> list[str]:
+    """One label per sample from a side table whose first column holds the data file's sample ids: the same
+    ids, or ids that match once both are spelt by `same_sample` (and that spelling names one row only)."""
     if src.magic().startswith((PARQUET, NPY, HDF5)):
         raise src.refuse("is not a text table", "give a .csv/.tsv with sample ids in the first column")
     header, sep, gz = _text_header(src)
@@ -419,10 +428,22 @@ def read_labels(src: Source, column: Optional[str], sample_ids: list[str]) -> li
     table = _read_text(src, header, sep, gz, set(range(len(header))))
     ids = _ids(src, table.column(0), "sample id")
     _require_unique(src, ids, "sample id")
-    by_id = dict(zip(ids, table.column(at).to_pylist()))
+    values = table.column(at).to_pylist()
+    by_id = dict(zip(ids, values))
+    if any(s not in by_id for s in sample_ids):
+        spelt = Counter(same_sample(i, cut) for i in ids)
+        by_spelling = {same_sample(i, cut): v for i, v in zip(ids, values) if spelt[same_sample(i, cut)] == 1}
+        respelt = {s: by_spelling[same_sample(s, cut)] for s in sample_ids
+                   if s not in by_id and same_sample(s, cut) in by_spelling}
+        by_id.update(respelt)
+        log.info("%s: %d samples matched their label row with '.' read as '-'%s", src.shown, len(respelt),
+                 "" if cut is None else f" and ids cut to {cut} characters")
     missing = [s for s in sample_ids if s not in by_id]
     if missing:
-        raise src.refuse(f"has no row for {len(missing)} of the {len(sample_ids)} samples (first: '{missing[0]}')",
+        how = "" if cut is None else f" and cut to data.sample_id_length={cut} characters as the data's ids are"
+        raise src.refuse(f"has no row for {len(missing)} of the {len(sample_ids)} samples (first: '{missing[0]}'); "
+                         f"ids compared as they are, then with '.' read as '-'{how}; this file's first id: "
+                         f"'{ids[0] if ids else ''}'",
                          "its first column must hold the data file's sample ids")
     return _labels(src, sample_ids, [by_id[s] for s in sample_ids])
 

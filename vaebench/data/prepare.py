@@ -39,6 +39,10 @@ def load(cfg: FileDataConfig, val_fraction: Optional[float] = None, seed: Option
     labels_src = Source.open(cfg.labels_path, "labels file", "data.labels_path") if cfg.labels_path else None
     key = cache_key(cfg, src, labels_src)
     data = cache.load_or_build(cache.cache_root(cfg.cache_dir), key, lambda: build(cfg, src, labels_src, key))
+    if data.preprocessing.get(UNLOGGED):  # every load, cached or not: the cache hides nothing
+        log.warning("%s: looks like raw counts or expression not on a log scale (%s), but data.log1p is false; "
+                    "set data.log1p=true (counts: normalise library sizes first, e.g. CPM; see docs/data.md)",
+                    src.shown, data.preprocessing[UNLOGGED])
     if cfg.scaler_fit is ScalerFit.train and cfg.scaling is Scaling.zeroone:
         if val_fraction is None or seed is None:
             raise ValueError("data.scaler_fit=train needs the run's trainer.val_fraction and seed")
@@ -70,12 +74,14 @@ def build(cfg: FileDataConfig, src: Source, labels_src: Optional[Source], key: s
     matrix = read(cfg, src)
     files.require_unique_names(src, matrix)
     if labels_src is not None:
-        matrix.labels = files.read_labels(labels_src, cfg.label_column, matrix.sample_ids)
+        matrix.labels = files.read_labels(labels_src, cfg.label_column, matrix.sample_ids,
+                                          getattr(cfg, "sample_id_length", None))
     n_samples, n_genes_in_file = matrix.values.shape
     if n_samples < MIN_SAMPLES:
         raise src.refuse(f"holds {n_samples} sample{'' if n_samples == 1 else 's'}",
                          f"a train/validation split needs at least {MIN_SAMPLES}")
     nan_replaced = fill_missing(matrix, cfg.nan_policy, src)
+    unlogged = None if cfg.log1p else looks_unlogged(matrix.values)
     if cfg.log1p:
         apply_log1p(matrix, src)
     record: dict[str, Any] = {
@@ -83,7 +89,7 @@ def build(cfg: FileDataConfig, src: Source, labels_src: Optional[Source], key: s
         "labels": ({"path": str(labels_src.path) if labels_src else None, "column": cfg.label_column}
                    if matrix.labels is not None else None),
         **matrix.notes, "n_samples": n_samples, "n_genes_in_file": n_genes_in_file,
-        "nan_policy": cfg.nan_policy.value, "nan_replaced": nan_replaced, "log1p": cfg.log1p,
+        "nan_policy": cfg.nan_policy.value, "nan_replaced": nan_replaced, "log1p": cfg.log1p, UNLOGGED: unlogged,
     }
     x, genes = matrix.values, matrix.gene_names
     keep = top_genes_by_mad(x, cfg.n_genes, cfg.mad, src)
@@ -124,6 +130,30 @@ def fill_missing(matrix: Matrix, policy: NanPolicy, src: Source) -> int:
                          "fix the file, or set data.nan_policy=zero to read them as 0 (as tybalt did)")
     x[missing] = 0.0
     return count
+
+
+UNLOGGED = "looks_unlogged"  # the preparation record's note: why the values look like counts, or null
+LOG_SCALE_MAX = 50.0  # log2(count + 1) of any RNA-seq library stays below ~25; log1p below ~17
+SAMPLED_VALUES = 1_000_000  # enough to measure shares and a median; a 11,000 x 20,000 matrix has 220 million
+
+
+def looks_unlogged(x: np.ndarray) -> Optional[str]:
+    """Why x looks like raw counts, RSEM/TPM or intensities not on a log scale, in words; None when it does not.
+
+    Such values train a VAE on a handful of huge genes: min-max scaling squeezes every ordinary gene towards
+    0. Telling signs: no negative value (log-scaled data often has some), a maximum far above what a log
+    scale reaches, and either mostly whole numbers (counts) or a heavy right tail (the maximum a hundred
+    times the median of the positive values or more, as in TPM)."""
+    if x.size == 0 or float(x.min()) < 0 or float(x.max()) <= LOG_SCALE_MAX:
+        return None
+    flat = x.ravel()
+    sample = flat[::max(1, flat.size // SAMPLED_VALUES)]
+    whole = float(np.mean(sample == np.round(sample)))
+    positive = sample[sample > 0]
+    tail = float(x.max()) / float(np.median(positive)) if positive.size else 0.0
+    if whole < 0.9 and tail < 100:
+        return None
+    return f"max {float(x.max()):.4g}, {whole:.0%} whole numbers, max {tail:.3g} x the median positive value"
 
 
 def apply_log1p(matrix: Matrix, src: Source) -> None:

@@ -165,3 +165,12 @@ def test_no_effect_beyond_the_noise_is_said():
     df = grid(three_way=0.0).assign(y=lambda d: rng.normal(size=len(d)))
     text = lines(factorial_anova(df, "y", FACTORS, block=BLOCK))
     assert "No hyper-parameter moves ln(val_recon_mse) beyond what the seed and the noise do" in text
+
+
+def test_the_failure_verdict_reads_the_table_when_pairs_never_or_always_fail():
+    runs, failed = failures({(o, lr): 0 for o in OPT for lr in LR} | {("sgd", 1e-2): 20})  # one pair fails always
+    text = "".join(failure_lines(runs, failed, lambda t: "", str))
+    assert "G² = 0, df = 4, p = 1. Not beyond what odds per optimizer and per lr can fit" in text
+    odds = {(o, lr): (3.0 if o == "sgd" else 1.0) * 3.0 ** j / 9 for o in OPT for j, lr in enumerate(LR)}
+    runs, failed = failures({c: round(odd / (1 + odd) * 800) for c, odd in odds.items()}, runs=800)
+    assert "No: odds per optimizer and per lr, multiplied, explain" in "".join(failure_lines(runs, failed, str, str))

@@ -246,8 +246,14 @@ def failure_lines(runs: pd.DataFrame, failed: pd.Series, table: Callable[[pd.Dat
     lines = ["Failed runs per optimizer x learning rate:", "", table(grid), ""]
     if failed.all():
         return lines + ["Every run failed: no optimizer x lr pair is safer than another.", ""]
-    verdict = (" Yes: failure depends on the pair, not on each alone." if test.p < 0.05 else
-               " No: per-optimizer and per-lr odds explain the failures.")
+    extreme = test.cells["failure rate"].isin([0.0, 1.0]).any()
+    if test.p < 0.05:
+        verdict = " Yes: failure depends on the pair, not on each alone."
+    elif extreme:  # odds of 0 or infinity per optimizer and per lr can place failures in one pair by themselves
+        verdict = (" Not beyond what odds per optimizer and per lr can fit, which with pairs that never or always fail "
+                   "includes failures confined to a few pairs: the table shows which.")
+    else:
+        verdict = " No: odds per optimizer and per lr, multiplied, explain the failures."
     return lines + [f"Does failure depend on optimizer x lr beyond each on its own? Likelihood ratio of a logistic "
                     f"model with optimizer + lr against one failure rate per pair: G² = {test.lr_statistic:.3g}, "
                     f"df = {test.df}, {p_is(test.p)}.{verdict}", ""]

@@ -47,6 +47,15 @@ def test_without_accounting_squeue_gives_the_states_quietly(tmp_path, monkeypatc
     assert not caplog.records  # no warning on a poll
 
 
+def test_without_slurm_commands_the_states_stay_unknown_with_one_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither sacct nor squeue
+    watcher = cluster.queue_watcher()(delay_s=600)
+    watcher.register_job("3_0")
+    with caplog.at_level(logging.WARNING):
+        assert watcher.get_state("3_0", mode="force") == "UNKNOWN"
+    assert len(caplog.records) == 1 and "neither sacct nor squeue answered" in caplog.text
+
+
 def test_with_accounting_sacct_is_used(tmp_path, monkeypatch):
     stand_in(tmp_path / "bin", "sacct", "JobID|State|NodeList\n7_0|TIMEOUT|vm")
     stand_in(tmp_path / "bin", "squeue", "", status=1)  # would say nothing: must not be asked

@@ -31,6 +31,14 @@ GONE = "GONE"  # the state of a job squeue no longer lists (cancelled before it 
 unfinished_jobs = 0  # in the main process: jobs of the last launch that ended without a result
 
 
+def run(command: list[str]) -> subprocess.CompletedProcess:
+    """A SLURM command's output; a command that is not installed fails like one that refuses."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True)
+    except OSError as e:
+        return subprocess.CompletedProcess(command, 127, "", str(e))
+
+
 @functools.cache
 def queue_watcher() -> type:
     """The watcher class, made on first use: it derives from Submitit's, so this module imports without it."""
@@ -44,7 +52,7 @@ def queue_watcher() -> type:
             if command is None:
                 return
             self._num_calls += 1
-            sacct = subprocess.run(command, capture_output=True)
+            sacct = run(command)
             if sacct.returncode == 0:
                 self._info_dict.update(self.read_info(sacct.stdout))
             else:
@@ -57,8 +65,7 @@ def queue_watcher() -> type:
         def from_squeue(self) -> dict[str, dict[str, str]]:
             # Our own jobs, one line per array task, finished ones included. Not `--jobs`: an id slurmctld has
             # already forgotten makes squeue fail for all of them.
-            queue = subprocess.run(["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T|%N"],
-                                   capture_output=True, text=True)
+            queue = run(["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T|%N"])
             if queue.returncode != 0:
                 log.warning("neither sacct nor squeue answered (%s): the sweep's job states are unknown until "
                             "they do", (queue.stderr or "").strip() or f"exit status {queue.returncode}")

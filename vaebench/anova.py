@@ -70,6 +70,7 @@ def factorial_anova(df: pd.DataFrame, y: str, factors: Sequence[str], block: Opt
     total = float(((data["c0"] - data["c0"].mean()) ** 2).sum())
     if total == 0:
         return None
+
     def fit(terms: Sequence[tuple[str, ...]]):
         formula = "c0 ~ " + (" + ".join(_term(t) for t in terms) if terms else "1")
         with warnings.catch_warnings():  # empty cells (failed runs) make the design rank-deficient: the fit

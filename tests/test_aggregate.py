@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -143,15 +144,22 @@ def additive_grid(root: Path) -> None:
                   val_recon_mse=math.exp(-2 + a + b + c + d))
 
 
-def test_eta_squared_on_a_constructed_grid(tmp_path):
+def test_an_exactly_additive_grid_is_named_and_shows_no_rounding_noise(tmp_path):
     additive_grid(tmp_path)
     df = table(tmp_path)
-    eta = agg.eta_squared(agg.successful(df, "val_recon_mse"), "val_recon_mse", agg.factors_for(df))
-    # Balanced and additive: SS of a factor = N x population variance of its effects (N = 24 runs).
+    result = agg.sensitivity(agg.successful(df, "val_recon_mse"), "val_recon_mse")
+    # Balanced and additive: SS of a factor = N x population variance of its effects (N = 24 runs); the
+    # interactions explain nothing and nothing is left over: exact, so partial eta squared is undefined.
     ss = {"optimizer": 24 * 0.25, "lr": 24 * 2 / 3, "latent_dim": 24 * 0.0625, "seed": 24 * 0.01}
-    total = sum(ss.values())
-    assert eta == pytest.approx({k: v / total for k, v in ss.items()})
-    assert sum(eta.values()) == pytest.approx(1.0)
+    assert result.table["sum_sq"][list(ss)].to_dict() == pytest.approx(ss)
+    interactions = ["optimizer x lr", "optimizer x latent_dim", "lr x latent_dim", "Residual"]
+    assert (result.table.loc[interactions, "sum_sq"] == 0).all()  # not 1e-31
+    assert result.exact and result.table["partial_eta_sq"].isna().all()
+    agg.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "fit every run exactly" in report and "**lr** moves ln(val_recon_mse) most" in report
+    tables = "\n".join(line for line in report.splitlines() if line.startswith("|"))
+    assert not re.search(r"e-[1-9][0-9]", tables)  # no float noise (1e-31) in any table
 
 
 def test_seed_spread_and_robustness_on_a_constructed_grid(tmp_path):
@@ -290,8 +298,15 @@ def test_failure_rates(tmp_path):
     assert rates["failure rate"].to_dict() == pytest.approx({1e-3: 0.0, 1e-1: 2 / 3})
 
 
+def rss(y: np.ndarray, *blocks: np.ndarray) -> float:
+    """Residual sum of squares of least squares on an intercept and the given dummy blocks."""
+    x = np.column_stack([np.ones(len(y)), *blocks])
+    return float(((y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) ** 2).sum())
+
+
 def test_report_numbers_recompute_from_results_csv(tmp_path):
-    """eta squared by another route (R^2 of least squares on the factor's dummies), from results.csv alone."""
+    """Partial eta squared by another route (type II sums of squares as differences of residual sums of squares of
+    nested least-squares fits on dummies), from results.csv alone."""
     rng = np.random.default_rng(0)
     for i, (o, lr, z, s) in enumerate(product(["adam", "sgd", "rmsprop"], [1e-4, 1e-3, 1e-2], [10, 50], [0, 1])):
         status = "nan" if (o, lr) == ("rmsprop", 1e-2) else "ok"
@@ -301,19 +316,32 @@ def test_report_numbers_recompute_from_results_csv(tmp_path):
     csv = pd.read_csv(tmp_path / "out" / "results.csv")
     ok = csv[csv["status"] == "ok"]
     y = np.log(ok["val_recon_mse"].to_numpy())
+
+    def dummies(*factors: str) -> np.ndarray:
+        return pd.get_dummies(ok[list(factors)].astype(str).agg("|".join, axis=1), drop_first=True).to_numpy(float)
+
+    main = {f: dummies(f) for f in ("optimizer", "lr", "latent_dim", "seed")}
+    pairs = {"optimizer x lr": dummies("optimizer", "lr"), "optimizer x latent_dim": dummies("optimizer", "latent_dim"),
+             "lr x latent_dim": dummies("lr", "latent_dim")}
+    full = rss(y, *main.values(), *pairs.values())
+    # Type II: a main effect is added last to every term that does not contain it; an interaction to all others.
+    without_lr = rss(y, main["optimizer"], main["latent_dim"], main["seed"], pairs["optimizer x latent_dim"])
+    with_lr = rss(y, main["optimizer"], main["lr"], main["latent_dim"], main["seed"], pairs["optimizer x latent_dim"])
+    ss = {"lr": without_lr - with_lr,
+          "optimizer x lr": rss(y, *main.values(), pairs["optimizer x latent_dim"], pairs["lr x latent_dim"]) - full}
     report = (tmp_path / "out" / "report.md").read_text()
-    eta = table_with(report, "η²").set_index("factor")
-    for factor in ("optimizer", "lr", "latent_dim", "seed"):
-        dummies = pd.get_dummies(ok[factor].astype(str)).to_numpy(float)
-        fitted = dummies @ np.linalg.lstsq(dummies, y, rcond=None)[0]
-        r2 = 1 - ((y - fitted) ** 2).sum() / ((y - y.mean()) ** 2).sum()
-        assert number(eta.loc[factor, "levels"]) == ok[factor].nunique()
-        assert number(eta.loc[factor, "η²"]) == pytest.approx(r2, rel=5e-3)  # printed to 3 digits
+    terms = table_with(report, "partial η²").set_index("term")
+    for term, value in ss.items():
+        assert number(terms.loc[term, "partial η²"]) == pytest.approx(value / (value + full), rel=5e-3)
+    assert number(terms.loc["residual", "sum of squares"]) == pytest.approx(full, rel=5e-3)
+    assert "rest (interactions, noise)" not in report
     per_optimizer = table_with(report, "failure rate").set_index("optimizer")
     assert per_optimizer.loc["rmsprop", ["runs", "ok", "diverged", "oom", "error"]].map(number).tolist() == [12, 8, 4, 0, 0]
     assert number(per_optimizer.loc["rmsprop", "failure rate"]) == pytest.approx(1 / 3, rel=5e-3)
-    # A failed cell leaves the design unbalanced, so the shares overlap: the report must not add them to 1.
-    assert not agg.is_balanced(ok, ["optimizer", "lr", "latent_dim", "seed"])
+    # Failures in one optimizer x lr pair only: the pair table and the logistic test of the interaction.
+    pairs_table = table_with(report, "1e-2").set_index("optimizer")
+    assert pairs_table.loc["rmsprop", "1e-2"] == "4/4" and pairs_table.loc["adam", "1e-2"] == "0/4"
+    assert "Does failure depend on optimizer x lr" in report and "df = 4" in report
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -400,10 +428,9 @@ def test_latent_score_with_non_positive_values_is_drawn_on_a_linear_scale(tmp_pa
     assert texts == ["±0.042", "±0.071"]  # the sd itself: relative to a mean near 0 it would be meaningless
     assert "\n" in fig.get_suptitle()  # one narrow panel: the title is wrapped, not clipped at the edges
     agg.plt.close(fig)
-    # eta squared of the score itself, never of its logarithm: the same numbers as the linear colour scale.
-    eta = agg.eta_squared(agg.successful(df, "latent_ari"), "latent_ari", ["lr"])
-    y = df["latent_ari"]
-    assert eta["lr"] == pytest.approx(4 * 0.24 ** 2 / ((y - y.mean()) ** 2).sum())
+    # The ANOVA of the score itself, never of its logarithm: the same numbers as the linear colour scale.
+    result = agg.sensitivity(agg.successful(df, "latent_ari"), "latent_ari")
+    assert result.table.loc["lr", "sum_sq"] == pytest.approx(4 * 0.24 ** 2)
 
 
 def test_positive_latent_scores_stay_linear_and_losses_go_log(tmp_path):

@@ -3,7 +3,8 @@
 `factorial_anova` fits y ~ the hyper-parameters, their two-way interactions and seed as a block (ordinary least
 squares, every factor categorical) and gives each term's partial eta squared, SS_term / (SS_term + SS_residual):
 the share of the variation left after the other terms that the term explains. Type II sums of squares, so on an
-unbalanced grid (failed runs) each main effect is adjusted for the others, not for the interactions that contain it.
+unbalanced grid (failed runs) each main effect is adjusted for the others, not for the interactions that contain it;
+on a balanced grid they equal statsmodels' anova_lm(typ=2).
 
 `failure_interaction` asks whether the failure rate depends on optimizer x lr beyond each factor on its own: the
 table of failures per cell, and a likelihood-ratio test of the additive logistic model (failure ~ optimizer + lr)
@@ -25,6 +26,9 @@ from scipy import stats
 
 FACTORS = ("optimizer", "lr", "latent_dim")  # the study's grid
 BLOCK = "seed"
+# Sums of squares below this share of the total are rounding error of the fit (an exactly additive grid leaves a
+# "residual" of 1e-31), not an effect: they are set to 0, so that no report shows a partial eta squared of 1e-31.
+ROUNDING = 1e-10
 
 
 @dataclass
@@ -32,6 +36,8 @@ class Anova:
     table: pd.DataFrame  # one row per term (and Residual): df, sum_sq, F, p, partial_eta_sq
     n: int  # observations fitted
     dropped: list[str]  # terms left out: a factor with one level, or too few observations for the interactions
+    single: list[str]  # of those, the factors (and block) with one level among the observations
+    exact: bool  # the terms fit every observation exactly: no residual, so partial eta squared, F and p are undefined
 
 
 def _term(factors: Sequence[str]) -> str:
@@ -47,10 +53,10 @@ def factorial_anova(df: pd.DataFrame, y: str, factors: Sequence[str], block: Opt
     """Main effects and two-way interactions of `factors` on column `y`, plus `block` as a main effect only.
 
     Factors with one level carry no information and are left out; interactions are left out when the data has
-    too few observations to estimate them with a residual left over. None when not even the main effects fit.
+    too few observations to estimate them with a residual left over. None when not even the main effects fit, or
+    when y does not vary at all.
     """
     import statsmodels.formula.api as smf
-    from statsmodels.stats.anova import anova_lm
 
     data = df[[y, *factors, *([block] if block else [])]].dropna().copy()
     data.columns = [f"c{i}" for i in range(data.shape[1])]  # any column name works in the formula
@@ -59,27 +65,53 @@ def factorial_anova(df: pd.DataFrame, y: str, factors: Sequence[str], block: Opt
     mains = [(c,) for c in varying if name[c] != block]
     pairs = list(itertools.combinations([c for (c,) in mains], 2))
     blocks = [(c,) for c in varying if name[c] == block]
-    dropped = [term_name([name[c]]) for c in data.columns[1:] if c not in varying]
+    single = [term_name([name[c]]) for c in data.columns[1:] if c not in varying]
+    dropped = list(single)
+    total = float(((data["c0"] - data["c0"].mean()) ** 2).sum())
+    if total == 0:
+        return None
+
+    def fit(terms: Sequence[tuple[str, ...]]):
+        formula = "c0 ~ " + (" + ".join(_term(t) for t in terms) if terms else "1")
+        with warnings.catch_warnings():  # empty cells (failed runs) make the design rank-deficient: the fit
+            warnings.simplefilter("ignore")  # still gives the residual and its rank-based df, all we use
+            return smf.ols(formula, data=data).fit()
+
     for terms in (mains + pairs + blocks, mains + blocks):
         if not terms:
             return None
-        formula = "c0 ~ " + " + ".join(_term(t) for t in terms)
-        fit = smf.ols(formula, data=data).fit()
-        if fit.df_resid > 0:
+        full = fit(terms)
+        if full.df_resid > 0:
             break
         dropped += [term_name([name[c] for c in t]) for t in pairs]
     else:
         return None
-    with warnings.catch_warnings():  # statsmodels warns on rank-deficient designs (empty cells); the SS stand
-        warnings.simplefilter("ignore")
-        table = anova_lm(fit, typ=2)
+    # Type II sums of squares as model comparisons, which stay right when failed runs leave cells empty (where
+    # anova_lm's Wald tests on a rank-deficient fit do not): a term is added last to every term that does not
+    # contain it, and its df is the rank it adds.
+    rows = {}
+    for t in terms:
+        without = [u for u in terms if not set(t) <= set(u)]
+        reduced, with_t = fit(without), fit(without + [t])
+        df_t = round(reduced.df_resid - with_t.df_resid)
+        if df_t == 0:  # aliased with the other terms by the missing cells: nothing of its own to estimate
+            dropped.append(term_name([name[c] for c in t]))
+            continue
+        rows[term_name([name[c] for c in t])] = {"df": df_t, "sum_sq": max(reduced.ssr - with_t.ssr, 0.0)}
+    rows["Residual"] = {"df": full.df_resid, "sum_sq": full.ssr}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.loc[table["sum_sq"] <= ROUNDING * total, "sum_sq"] = 0.0
     residual = float(table.loc["Residual", "sum_sq"])
-    table["partial_eta_sq"] = table["sum_sq"] / (table["sum_sq"] + residual)
-    table.loc["Residual", "partial_eta_sq"] = math.nan
-    labels = {_term(t): term_name([name[c] for c in t]) for t in terms}
-    table.index = [labels.get(i, i) for i in table.index]
-    table = table.rename(columns={"PR(>F)": "p"})[["df", "sum_sq", "F", "p", "partial_eta_sq"]]
-    return Anova(table=table, n=len(data), dropped=dropped)
+    exact = residual == 0
+    if exact:  # no variation left to compare the terms with
+        table[["F", "p", "partial_eta_sq"]] = math.nan
+    else:
+        table["F"] = (table["sum_sq"] / table["df"]) / (residual / full.df_resid)
+        table["p"] = stats.f.sf(table["F"], table["df"], full.df_resid)
+        table["partial_eta_sq"] = table["sum_sq"] / (table["sum_sq"] + residual)
+    table.loc["Residual", ["F", "p", "partial_eta_sq"]] = math.nan
+    return Anova(table=table[["df", "sum_sq", "F", "p", "partial_eta_sq"]], n=len(data), dropped=dropped,
+                 single=single, exact=exact)
 
 
 @dataclass
@@ -107,49 +139,122 @@ def failure_interaction(runs: pd.DataFrame, failed: pd.Series, a: str = "optimiz
     with warnings.catch_warnings():  # cells at 0 % or 100 %: coefficients run off, the deviance converges
         warnings.simplefilter("ignore")
         fit = sm.GLM(endog, sm.add_constant(design, has_constant="add"), family=sm.families.Binomial()).fit()
-    statistic = max(float(fit.deviance), 0.0)
+    statistic = float(fit.deviance)
+    statistic = 0.0 if statistic < 1e-8 else statistic  # the additive model fits exactly: rounding, not a deviance
     df = (n_a - 1) * (n_b - 1)
     return FailureTest(cells=cells, lr_statistic=statistic, df=df, p=float(stats.chi2.sf(statistic, df)))
 
 
+def p_text(p: float) -> str:
+    """A p-value as a reader needs it: below 0.001 it only says "very unlikely by chance"."""
+    if not np.isfinite(p):
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.2g}"
+
+
+def p_is(p: float) -> str:
+    """For a sentence: "p < 0.001", "p = 0.03"."""
+    return f"p {p_text(p)}" if p < 0.001 else f"p = {p_text(p)}"
+
+
 def terms_table(result: Anova) -> pd.DataFrame:
-    """The ANOVA as the report shows it: one row per term, largest partial eta squared first, then the residual."""
+    """The ANOVA as the report shows it: one row per term, largest effect first, then the residual."""
     t = result.table
-    terms = t.drop(index="Residual").sort_values("partial_eta_sq", ascending=False)
-    rows = [{"term": name, "df": int(r["df"]), "partial η²": r["partial_eta_sq"], "F": r["F"], "p": r["p"]}
-            for name, r in terms.iterrows()]
-    rows.append({"term": "residual", "df": int(t.loc["Residual", "df"]), "partial η²": math.nan, "F": math.nan,
-                 "p": math.nan})
+    terms = t.drop(index="Residual").sort_values("sum_sq", ascending=False)
+    rows = [{"term": name, "df": int(r["df"]), "sum of squares": r["sum_sq"], "partial η²": r["partial_eta_sq"],
+             "F": r["F"], "p": p_text(r["p"])} for name, r in terms.iterrows()]
+    rows.append({"term": "residual", "df": int(t.loc["Residual", "df"]), "sum of squares": t.loc["Residual", "sum_sq"],
+                 "partial η²": math.nan, "F": math.nan, "p": "—"})
     return pd.DataFrame(rows)
 
 
-def variation_lines(ok: pd.DataFrame, y: pd.Series, y_name: str, table: Callable[[pd.DataFrame], str]) -> list[str]:
+def partial_eta_sq(result: Optional[Anova], term: str) -> float:
+    """A term's partial eta squared; NaN when it was not fitted (one level, too few runs) or is undefined."""
+    if result is None or term not in result.table.index:
+        return math.nan
+    return float(result.table.loc[term, "partial_eta_sq"])
+
+
+def matters_most(result: Anova, y_name: str) -> str:
+    """The sentence that answers "which hyper-parameter matters most?" from the ANOVA's terms."""
+    terms = result.table.drop(index="Residual").sort_values("sum_sq", ascending=False)
+    hyper = terms[terms.index != BLOCK]
+    mains, pairs = hyper[~hyper.index.str.contains(" x ")], hyper[hyper.index.str.contains(" x ")]
+    if mains.empty:
+        return "No hyper-parameter varies among the successful runs: there is nothing to rank."
+    if mains["sum_sq"].iloc[0] == 0 and (pairs.empty or pairs["sum_sq"].iloc[0] == 0):
+        return f"No hyper-parameter changes {y_name} at all."
+    if result.exact:
+        return (f"The terms fit every run exactly (no residual: the runs vary by nothing but these terms), so partial "
+                f"η² is undefined. By sum of squares, **{mains.index[0]}** moves {y_name} most.")
+
+    def part(name: str, row: pd.Series) -> str:
+        return f"{name} ({row['partial_eta_sq']:.2f})"
+
+    top = mains.iloc[0]
+    if (hyper["p"] >= 0.05).all():
+        return (f"No hyper-parameter moves {y_name} beyond what the seed and the noise do (every p ≥ 0.05); the "
+                f"largest partial η² is {part(mains.index[0], top)}.")
+    others = [part(n, r) for n, r in mains.iloc[1:].iterrows()]
+    text = (f"**{mains.index[0]} matters most** (partial η² = {top['partial_eta_sq']:.2f}, {p_is(top['p'])})"
+            + (f", then {', '.join(others)}." if others else "."))
+    strongest = pairs.iloc[0] if not pairs.empty else None
+    if strongest is not None and strongest["p"] < 0.05 and strongest["sum_sq"] > top["sum_sq"]:
+        a, b = pairs.index[0].split(" x ")
+        text += (f" The {pairs.index[0]} interaction explains even more (partial η² = "
+                 f"{strongest['partial_eta_sq']:.2f}): the best {b} depends on the {a}, so neither can be chosen alone.")
+    elif strongest is not None and strongest["p"] < 0.05:
+        text += f" The largest interaction is {part(pairs.index[0], strongest)}."
+    if BLOCK in terms.index and terms.loc[BLOCK, "sum_sq"] > top["sum_sq"]:
+        text += f" The seed moves {y_name} more than any hyper-parameter: read the differences with care."
+    return text
+
+
+def variation_lines(result: Optional[Anova], n_ok: int, y_name: str, table: Callable[[pd.DataFrame], str]) -> list[str]:
     """The report's "what explains the variation" part for one model: the ANOVA of y over its successful runs."""
-    frame = ok.assign(y=y.to_numpy())
-    result = factorial_anova(frame, "y", FACTORS, block=BLOCK)
     if result is None:
-        return ["Too few successful runs for an analysis of variance.", ""]
-    lines = [f"Factorial ANOVA of {y_name} over {result.n} successful runs: optimizer, lr, latent_dim and their "
-             "two-way interactions, seed as a block (when there are several). Partial η² of a term is the share of "
-             "the variation the other terms leave that it explains; shares of different terms do not add up to 1.",
-             ""]
-    if result.dropped:
-        lines += [f"Left out (one level, or too few runs to estimate them beside a residual): "
-                  f"{', '.join(result.dropped)}.", ""]
-    return lines + [table(terms_table(result)), ""]
+        if n_ok < 2:
+            return [f"{n_ok} successful run{'s' if n_ok != 1 else ''}: too few for an analysis of variance.", ""]
+        return [f"The {n_ok} successful runs do not vary enough for an analysis of variance (the same {y_name} "
+                "everywhere, or no factor with two levels).", ""]
+    lines = [f"Factorial ANOVA of {y_name} over {result.n} successful runs (statsmodels, type II sums of squares): "
+             "optimizer, lr, latent_dim and their two-way interactions, seed as a block. Partial η² of a term is "
+             "the share of the variation the other terms leave that it explains; shares of different terms do not "
+             "add up to 1.", ""]
+    interactions = [d for d in result.dropped if d not in result.single]
+    if result.single:
+        lines += [f"Only one level among the successful runs, so left out: {', '.join(result.single)}.", ""]
+    if interactions:
+        lines += [f"Not estimable from these successful runs (too few runs beside a residual, or combinations missing "
+                  f"after failures), so left out: "
+                  f"{', '.join(interactions)}.", ""]
+    return lines + [table(terms_table(result)), "", matters_most(result, y_name), ""]
 
 
 def failure_lines(runs: pd.DataFrame, failed: pd.Series, table: Callable[[pd.DataFrame], str],
                   lr_text: Callable[[float], str]) -> list[str]:
     """The report's optimizer x lr failure table for one model and the test of their interaction."""
+    if not failed.any():
+        return ["No run failed: nothing to model.", ""]
     test = failure_interaction(runs, failed)
-    if test is None or not test.cells["failed"].any():
-        return []
+    if test is None:
+        return ["One optimizer or one learning rate (or an optimizer x lr pair without runs): no test of whether "
+                "failure depends on the two together.", ""]
     cells = test.cells.assign(text=[f"{int(f)}/{int(n)}" for f, n in zip(test.cells["failed"], test.cells["runs"])])
     grid = cells.pivot(index="optimizer", columns="lr", values="text")
     grid.columns = [lr_text(v) for v in grid.columns]
     grid = grid.reset_index()
-    return ["Failed runs per optimizer x learning rate:", "", table(grid), "",
-            f"Does failure depend on optimizer x lr beyond each on its own? Likelihood ratio of a logistic model "
-            f"with optimizer + lr against one failure rate per cell: G² = {test.lr_statistic:.3g}, df = {test.df}, "
-            f"p = {test.p:.3g}" + (" (yes: the interaction matters)." if test.p < 0.05 else "."), ""]
+    lines = ["Failed runs per optimizer x learning rate:", "", table(grid), ""]
+    if failed.all():
+        return lines + ["Every run failed: no optimizer x lr pair is safer than another.", ""]
+    extreme = test.cells["failure rate"].isin([0.0, 1.0]).any()
+    if test.p < 0.05:
+        verdict = " Yes: failure depends on the pair, not on each alone."
+    elif extreme:  # odds of 0 or infinity per optimizer and per lr can place failures in one pair by themselves
+        verdict = (" Not beyond what odds per optimizer and per lr can fit, which with pairs that never or always fail "
+                   "includes failures confined to a few pairs: the table shows which.")
+    else:
+        verdict = " No: odds per optimizer and per lr, multiplied, explain the failures."
+    return lines + [f"Does failure depend on optimizer x lr beyond each on its own? Likelihood ratio of a logistic "
+                    f"model with optimizer + lr against one failure rate per pair: G² = {test.lr_statistic:.3g}, "
+                    f"df = {test.df}, {p_is(test.p)}.{verdict}", ""]

@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vaebench.claim import CLAIM_FILE, claimed
-from vaebench import launcher, sweep
+from vaebench import cluster, launcher, sweep
 from vaebench.config import register_configs
 from vaebench.errors import UserError
 from vaebench.launcher import NOT_WRITTEN, cannot_write
@@ -201,7 +201,7 @@ def main() -> None:
         if e.code == 1:
             sys.exit(2)
         raise
-    if launcher.unwritable_jobs:  # each said why in its own line; the exit status says it too
+    if launcher.unwritable_jobs or cluster.unfinished_jobs:  # each said why in its own line; so does the exit status
         sys.exit(2)
 
 

@@ -21,6 +21,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_joblib_launcher import _core
 from hydra_plugins.hydra_joblib_launcher._core import execute_job as hydra_execute_job, launch as hydra_launch
 
+from vaebench import cluster
+
 NOT_WRITTEN = "vaebench: output not writable"  # a job's return value when it could not write its output
 unwritable_jobs = 0  # in the main process: jobs of the last launch that could not write their output
 
@@ -61,3 +63,4 @@ def launch(*args: Any, **kwargs: Any) -> Sequence[JobReturn]:
 
 def install() -> None:
     _core.execute_job, _core.launch = execute_job, launch
+    cluster.install()

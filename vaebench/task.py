@@ -70,7 +70,9 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
             log.info("skipped: %s already holds a finished result (status %s)", out_dir, done["status"])
             return {**done, "skipped": True, "wall_time_s": time.perf_counter() - checked}
 
-    torch.set_num_threads(typed.trainer.threads or threads or os.cpu_count() or 1)
+    # A SLURM job gets the CPUs it asked for (cpus_per_task), not the whole node's cores.
+    torch.set_num_threads(typed.trainer.threads or threads or int(os.environ.get("SLURM_CPUS_PER_TASK") or 0)
+                          or os.cpu_count() or 1)
     device = pick_device(typed.device, job_num)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"config key 'device': {typed.device} asked for, but CUDA is not available; use device=auto")

@@ -14,10 +14,14 @@ import pandas as pd
 from vaebench.aggregate.collect import Experiments, Scan, cells, levels, successful
 from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
 from vaebench.aggregate.stats import (LEARNED, MODERATE, RECON, STRONG, WITHIN, best_config, direction,
-                                      eta_squared, factor_effects, factors_for, failure_rates, has_baselines,
-                                      is_balanced, is_log_scale, latent_against_references, learning, robustness,
-                                      seed_spread, worse)
+                                      factor_effects, failure_rates, has_baselines, is_log_scale,
+                                      latent_against_references, learning, robustness, seed_spread, sensitivity, worse)
+from vaebench.anova import failure_lines, partial_eta_sq, variation_lines
 from vaebench.results import F, FAILED
+
+# The ANOVA terms the summary table shows, one column each: the grid's factors, the interaction that decides
+# the failures, and the seed.
+SUMMARY_TERMS = ("optimizer", "lr", "latent_dim", "optimizer x lr", "seed")
 
 
 def rho_meaning(row: pd.Series) -> str:
@@ -64,12 +68,12 @@ def summary(df: pd.DataFrame, all_cells: pd.DataFrame, metric: str, lvl: dict[st
     for model in lvl[F.model]:
         runs = df[df[F.model] == model]
         ok = successful(runs, metric)
-        eta = eta_squared(ok, metric, factors_for(ok)) if len(ok) else {}
+        anova = sensitivity(ok, metric)
         best = best_config(all_cells[all_cells[F.model] == model], metric)
         rows.append({"model": model, "runs": len(runs), "ok": int((runs[F.status] == "ok").sum()),
                      "failed": int(runs[F.status].isin(FAILED).sum()),
                      "not converged": int(((runs[F.status] == "ok") & (runs.get(F.converged) != True)).sum()),  # noqa: E712
-                     **{f"η² {f}": eta.get(f, math.nan) for f in ("optimizer", "lr", "latent_dim", "seed")},
+                     **{f"partial η² {t}": partial_eta_sq(anova, t) for t in SUMMARY_TERMS},
                      "best configuration": config_text(best) if best is not None else "—",
                      f"best {metric}": best["mean"] if best is not None else math.nan})
     return pd.DataFrame(rows)
@@ -118,20 +122,7 @@ def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, mode
         lines += [figure_link(f"{model}: dot-plot", figure), ""]
 
     lines += [f"### What explains the variation of {y_name}", ""]
-    if len(ok) < 2:
-        lines += ["Fewer than two successful runs: nothing to decompose.", ""]
-    else:
-        factors = factors_for(ok)
-        eta = eta_squared(ok, metric, factors)
-        table = pd.DataFrame({"factor": factors, "levels": [ok[f].nunique() for f in factors],
-                              "η²": [eta[f] for f in factors]})
-        rest = 1 - sum(v for v in eta.values() if np.isfinite(v))
-        table.loc[len(table)] = ["rest (interactions, noise)", "", rest]
-        balanced = is_balanced(ok, factors)
-        lines += [f"Over {len(ok)} successful runs."
-                  + ("" if balanced else " The successful runs do not fill the grid evenly (failed or missing "
-                     "runs), so the factors overlap and the shares need not add up to 1; the rest is only a "
-                     "rough guide."), "", md_table(table), ""]
+    lines += variation_lines(sensitivity(ok, metric), len(ok), y_name, md_table)
 
     lines += ["### Failures", ""]
     lines += ["Per optimizer:", "", md_table(failure_rates(runs, "optimizer"), index=True), ""]
@@ -139,6 +130,7 @@ def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, mode
     by_lr.index = [fmt_lr(v) for v in by_lr.index]
     by_lr.index.name = "lr"
     lines += ["Per learning rate:", "", md_table(by_lr, index=True), ""]
+    lines += failure_lines(runs, runs[F.status].isin(FAILED), md_table, fmt_lr)
     hit = runs[(runs[F.status] == "ok") & (runs.get(F.converged) != True)]  # noqa: E712
     lines += [f"{len(hit)} of {int((runs['status'] == 'ok').sum())} successful runs hit the epoch limit "
               "without converging.", ""]
@@ -187,9 +179,15 @@ From results.csv (one row per run, already de-duplicated), per model:
 
 - Successful runs: `status == ok` and a finite {metric}. y = ln({metric}) when every successful value is positive,
   else {metric} itself; a latent score (which can be ≤ 0) is always y itself.
-- η² of a factor (optimizer, lr, latent_dim, and seed when there are several): sum over the factor's levels of
-  n_level × (mean y of the level − mean y)², divided by the sum over the runs of (y − mean y)².
+- The variation of y: a factorial ANOVA, statsmodels' `ols("y ~ C(optimizer) + C(lr) + C(latent_dim) + their
+  two-way interactions + C(seed)")` and `anova_lm(fit, typ=2)`; a factor (or seed) with one level among the
+  successful runs is left out, and so are the interactions when they would leave no residual. Partial η² of a
+  term: its sum of squares over (its sum of squares + the residual's). Sums of squares below 1e-10 of the total
+  are rounding and shown as 0. "Matters most": the factor with the largest partial η².
 - Failure rate: runs whose status is diverged, oom or error, over all runs of that optimizer or learning rate.
+  Failure against optimizer x lr: a binomial GLM (logistic) of the failed/run counts per optimizer x lr pair on
+  optimizer + lr; its deviance against one rate per pair is G², compared with χ² on (optimizers − 1) ×
+  (learning rates − 1) degrees of freedom.
 - A configuration is optimizer × lr × latent_dim; its value is the mean {metric} over its successful seeds. The
   best configuration is the {extreme} such mean among configurations where every run succeeded. A configuration is
   within 10 % of it when every run succeeded and its mean is {bound}.

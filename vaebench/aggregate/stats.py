@@ -1,4 +1,4 @@
-"""The report's numbers, each a small pure function of the runs table or the cells: variance shares (η²),
+"""The report's numbers, each a small pure function of the runs table or the cells: the factorial ANOVA,
 failure rates, the best configuration and its robustness, seeds against hyper-parameters, and the rank
 correlation of reconstruction with the latent scores."""
 
@@ -14,6 +14,7 @@ from scipy import stats
 
 from vaebench.aggregate.collect import AXES, levels
 from vaebench.aggregate.fmt import config_text
+from vaebench.anova import Anova, factorial_anova
 from vaebench.results import BOUNDED_SCORES, F, FAILED, HIGHER_IS_BETTER, LATENT_REFERENCES, LATENT_SCORES, \
     latent_field
 
@@ -38,26 +39,13 @@ def analysed(values: pd.Series, metric: str) -> pd.Series:
     return np.log(values) if is_log_scale(values, metric) else values
 
 
-def eta_squared(ok: pd.DataFrame, metric: str, factors: Sequence[str]) -> dict[str, float]:
-    """Main-effects variance decomposition: for each factor, the share of the total sum of squares of
-    y = ln(metric) that lies between its levels, SS_between / SS_total, with SS_between = sum over levels
-    of n_level * (mean_level - mean)^2. On a balanced grid the shares and the rest (interactions and
-    noise) add up to 1."""
-    y = analysed(ok[metric], metric)
-    total = float(((y - y.mean()) ** 2).sum())
-    shares = {}
-    for f in factors:
-        by = y.groupby(ok[f])
-        between = float((by.size() * (by.mean() - y.mean()) ** 2).sum())
-        shares[f] = between / total if total > 0 else math.nan
-    return shares
-
-
-def is_balanced(ok: pd.DataFrame, factors: Sequence[str]) -> bool:
-    """Every combination of the factors' levels holds the same number of successful runs."""
-    full = math.prod(ok[f].nunique() for f in factors)
-    sizes = ok.groupby(list(factors)).size()
-    return len(sizes) == full and sizes.nunique() == 1
+def sensitivity(ok: pd.DataFrame, metric: str) -> Optional[Anova]:
+    """The factorial ANOVA of y = ln(metric) (or the metric itself, see `analysed`) over the successful runs:
+    optimizer, lr, latent_dim, their two-way interactions and seed as a block (vaebench.anova). None when the
+    runs are too few or do not vary."""
+    if len(ok) < 2:
+        return None
+    return factorial_anova(ok.assign(y=analysed(ok[metric], metric)), "y", AXES, block=F.seed)
 
 
 def failure_rates(runs: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -170,12 +158,6 @@ def recon_vs_latent(df: pd.DataFrame) -> pd.DataFrame:
 
 def direction(metric: str) -> str:
     return "lower is better" if worse(metric) > 0 else "higher is better"
-
-
-def factors_for(ok: pd.DataFrame) -> list[str]:
-    return list(AXES) + ([F.seed] if ok[F.seed].nunique() > 1 else [])
-
-
 
 
 def has_baselines(df: pd.DataFrame) -> bool:

@@ -1,0 +1,123 @@
+"""Sweeps on SLURM (`hydra/launcher=slurm` or `slurm_cpu`, Hydra's Submitit launcher): two repairs to Submitit,
+installed by `launcher.install()` when the cluster extra is present.
+
+- Job states without accounting. Submitit asks `sacct` for the state of its jobs. Many small clusters run without
+  accounting storage, where sacct refuses ("Slurm accounting storage is disabled"): Submitit then logs a warning on
+  every poll and never learns that a job ended without a result (cancelled with scancel, killed by the time limit,
+  lost with its node), so the sweep waited for it forever. `QueueWatcher` asks `squeue` when sacct fails. squeue
+  knows every job slurmctld still holds (finished ones for MinJobAge, 300 s by default); a job of ours it no
+  longer lists has ended.
+- One job without a result no longer stops the sweep's collection. Hydra's launcher collects results in order and
+  raised at the first job that had none, so the jobs after it were never collected and the command ended with a
+  traceback. Here each such job costs one line naming it, its SLURM job id and state; the others are collected,
+  the summary follows, and the command exits 2. Rerunning the same command resumes: only that job runs again.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+
+log = logging.getLogger("vaebench.cluster")
+
+NO_RESULT = "vaebench: cluster job ended without a result"  # a job's return value when its cluster job had none
+GONE = "GONE"  # the state of a job squeue no longer lists (cancelled before it ran, or purged after MinJobAge)
+unfinished_jobs = 0  # in the main process: jobs of the last launch that ended without a result
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess:
+    """A SLURM command's output; a command that is not installed fails like one that refuses."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True)
+    except OSError as e:
+        return subprocess.CompletedProcess(command, 127, "", str(e))
+
+
+@functools.cache
+def queue_watcher() -> type:
+    """The watcher class, made on first use: it derives from Submitit's, so this module imports without it."""
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    class QueueWatcher(SlurmInfoWatcher):
+        """Submitit's sacct watcher, with squeue when sacct fails (see the module's docstring)."""
+
+        def update(self) -> None:
+            command = self._make_command()  # sacct for the jobs not known to be finished; None when none are
+            if command is None:
+                return
+            self._num_calls += 1
+            sacct = run(command)
+            if sacct.returncode == 0:
+                self._info_dict.update(self.read_info(sacct.stdout))
+            else:
+                self._info_dict.update(self.from_squeue())
+            self._last_status_check = time.time()
+            for job_id in self._registered - self._finished:  # as Submitit's own update does
+                if self.is_done(job_id, mode="cache"):
+                    self._finished.add(job_id)
+
+        def from_squeue(self) -> dict[str, dict[str, str]]:
+            # Our own jobs, one line per array task, finished ones included. Not `--jobs`: an id slurmctld has
+            # already forgotten makes squeue fail for all of them.
+            queue = run(["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T|%N"])
+            if queue.returncode != 0:
+                log.warning("neither sacct nor squeue answered (%s): the sweep's job states are unknown until "
+                            "they do", (queue.stderr or "").strip() or f"exit status {queue.returncode}")
+                return {}
+            info = self.read_info("JobID|State|NodeList\n" + queue.stdout)
+            for job_id in self._registered - self._finished:
+                info.setdefault(job_id, {"State": GONE})
+            return info
+
+    return QueueWatcher
+
+
+class Collected:
+    """A submitted job whose results() names a job that ended without a result instead of raising."""
+
+    def __init__(self, job: Any, overrides: Sequence[str]) -> None:
+        self.job, self.overrides = job, list(overrides)
+
+    def results(self) -> list[JobReturn]:
+        from submitit.core.utils import UncompletedJobError
+
+        global unfinished_jobs
+        try:
+            return self.job.results()
+        except UncompletedJobError:
+            unfinished_jobs += 1
+            state = self.job.state
+            how = "left the queue (cancelled before it ran?)" if state == GONE else f"ended {state}"
+            print(f"vaebench: error: job {' '.join(self.overrides)} (SLURM job {self.job.job_id}) {how} without a "
+                  "result; the other jobs ran: rerun the same command to resume it", file=sys.stderr, flush=True)
+            return [JobReturn(overrides=self.overrides, status=JobStatus.COMPLETED, _return_value=NO_RESULT)]
+
+
+def install() -> None:
+    """Patch Submitit itself: Hydra re-executes its plugin modules when it scans them, which would undo a patch
+    of its launcher class, but it leaves Submitit alone. The launcher hands map_array the jobs' overrides as
+    its first list of arguments (hydra_submitit_launcher's launch), which is how each job is named."""
+    try:
+        import submitit
+        from submitit.slurm.slurm import SlurmJob
+    except ImportError:  # no cluster extra: nothing to repair
+        return
+    if getattr(submitit.AutoExecutor.map_array, "vaebench", False):  # installed already
+        return
+    SlurmJob.watcher = queue_watcher()(delay_s=600)  # the class attribute every SlurmJob polls through
+    map_array = submitit.AutoExecutor.map_array
+
+    def collected_map_array(executor: Any, fn: Any, *iterable: Any) -> list[Any]:
+        jobs = map_array(executor, fn, *iterable)
+        if type(fn).__module__ != "hydra_plugins.hydra_submitit_launcher.submitit_launcher":
+            return jobs  # not a sweep's jobs
+        return [Collected(job, overrides) for job, overrides in zip(jobs, iterable[0])]
+
+    collected_map_array.vaebench = True
+    submitit.AutoExecutor.map_array = collected_map_array

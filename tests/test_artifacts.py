@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import make_config
-from test_aggregate import write_run
+from test_aggregate import table, write_run
 from vaebench import aggregate as agg
 from vaebench.artifacts import LATENT_FILE, LATENT_H5AD, MODEL_FILE, load_model
 from vaebench.cli import conf_dir
@@ -225,3 +225,29 @@ def test_aggregate_scores_the_best_configuration_on_its_test_rows(tmp_path, caps
     table = agg.aggregate([plain], plain / "agg", None, ["png"])
     assert not any("test" in c for c in table.columns)
     assert "test rows" not in (plain / "agg" / "report.md").read_text()
+
+
+def test_embed_reuses_a_scaler_fitted_on_the_training_rows_only(tmp_path):
+    """data.scaler_fit=train scales in float32 with the training rows' range (test rows excluded): embedding the
+    training file gives back latent.csv's numbers exactly."""
+    counts_file(tmp_path / "counts.tsv")
+    result = run(table_config(tmp_path / "counts.tsv", "data.scaler_fit=train", "data.test_fraction=0.25"),
+                 tmp_path / "run")
+    assert result["data"]["n_fit_samples"] == result["n_train"] == 104
+    embed_main([str(tmp_path / "run"), str(tmp_path / "counts.tsv"), "--out", str(tmp_path / "emb.csv")])
+    saved, again = pd.read_csv(tmp_path / "run" / LATENT_FILE), pd.read_csv(tmp_path / "emb.csv")
+    assert np.array_equal(saved.filter(like="mu_").to_numpy(), again.filter(like="mu_").to_numpy())
+
+
+def test_results_from_before_test_fraction_share_an_experiment_with_test_fraction_zero(tmp_path):
+    """A sweep resumed after an upgrade keeps its old results (no data.test_fraction, no trainer.save_model in
+    their config) beside new ones: one experiment, as the key's default is the old behaviour; 0.2 is another."""
+    new = {"trainer": {"max_epochs": 30, "save_model": None}, "data": {"test_fraction": 0.0},
+           "model": {"hidden_dims": [256]}}
+    write_run(tmp_path, "old", seed=0)
+    write_run(tmp_path, "new", seed=1, config=new)
+    write_run(tmp_path, "saved", seed=2, config={**new, "trainer": {"max_epochs": 30, "save_model": True}})
+    assert agg.experiments(table(tmp_path)).differ_in == []
+    write_run(tmp_path, "held-out", seed=3, config={**new, "data": {"test_fraction": 0.2}})
+    split = agg.experiments(table(tmp_path))
+    assert split.differ_in == ["config.data.test_fraction"] and sorted(split.number) == [1, 1, 1, 2]

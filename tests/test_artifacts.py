@@ -196,6 +196,12 @@ def test_bad_test_fraction_names_the_key(override, says):
     assert says in str(e.value)
 
 
+def test_a_test_split_of_one_row_is_refused_before_training(tmp_path):
+    with pytest.raises(UserError, match="240 samples give 1 test rows"):
+        run(make_config("data.test_fraction=0.001"), tmp_path)
+    assert not (tmp_path / "result.json").exists()
+
+
 def test_a_run_with_test_rows_records_test_scores_and_never_trains_on_them(trained):
     out, result, _, _ = trained
     assert result["n_test"] == 32 and result["n_train"] + result["n_val"] + result["n_test"] == 160

@@ -4,19 +4,17 @@ values, or a batch size that leaves no batch, used to surface only once jobs wer
 
 from __future__ import annotations
 
-from typing import Optional
-
 from vaebench.config import Config, TrainerConfig
 from vaebench.data import load_dataset
 from vaebench.data.split import run_split, split_seed
 from vaebench.errors import UserError
 
 
-def require_split(n: int, n_train: int, n_val: int, n_test: Optional[int] = None) -> None:
+def require_split(n: int, n_train: int, n_val: int, n_test: int = 0) -> None:
     if n_train < 2 or n_val < 2:
         raise UserError(f"data: {n} samples give {n_train} training and {n_val} validation rows; each needs "
                         f"at least 2 (use more samples or change trainer.val_fraction)")
-    if n_test is not None and n_test < 2:
+    if 0 < n_test < 2:  # 0: no test split (data.test_fraction=0); else at least one row is held out
         raise UserError(f"data: {n} samples give {n_test} test rows with data.test_fraction > 0; a test split "
                         f"needs at least 2 (use more samples, a larger data.test_fraction, or 0 for none)")
 
@@ -32,5 +30,5 @@ def check_data(cfg: Config) -> None:
     and check that its split trains."""
     data = load_dataset(cfg.data, cfg.trainer.val_fraction, split_seed(cfg))
     split = run_split(cfg, len(data.x), data.labels)
-    require_split(len(data.x), len(split.train), len(split.val), len(split.test) if cfg.data.test_fraction else None)
+    require_split(len(data.x), len(split.train), len(split.val), len(split.test))
     require_training_batch(len(split.train), cfg.trainer)

@@ -81,7 +81,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     data, x = resident_data(typed, device)  # UserError on bad data: not a result, the user must fix it
     split = run_split(typed, len(data.x), data.labels)
     train_idx, val_idx = split.train, split.val  # split.test: held out from training and stopping, scored after
-    require_split(len(data.x), len(train_idx), len(val_idx), len(split.test) if typed.data.test_fraction else None)
+    require_split(len(data.x), len(train_idx), len(val_idx), len(split.test))
     require_training_batch(len(train_idx), typed.trainer)
 
     result = Result(

@@ -13,11 +13,10 @@ import pandas as pd
 
 from vaebench.aggregate.collect import Experiments, Scan, cells, levels, successful
 from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
-from vaebench.aggregate.stats import (LEARNED, MODERATE, RECON, STRONG, WITHIN, best_config, best_on_test, direction,
-                                      eta_squared, factor_effects, factors_for, failure_rates, has_baselines, has_test,
-                                      held_out_field,
-                                      is_balanced, is_log_scale, latent_against_references, learning, robustness,
-                                      seed_spread, worse)
+from vaebench.aggregate.stats import (LEARNED, MODERATE, RECON, STRONG, WITHIN, best_config, best_on_test,
+                                      direction, eta_squared, factor_effects, factors_for, failure_rates,
+                                      has_baselines, has_test, held_out_field, is_balanced, is_log_scale,
+                                      latent_against_references, learning, robustness, seed_spread, worse)
 from vaebench.results import F, FAILED
 
 

@@ -49,6 +49,11 @@ def wanted(trainer: Any, multirun: bool) -> Wanted:
                   latent=not multirun if trainer.save_latent is None else trainer.save_latent)
 
 
+def anndata_input(data_cfg: Any) -> bool:
+    """The data came from an .h5ad file: the latent posterior is written as .h5ad too."""
+    return data_cfg.name == "h5ad"
+
+
 def files(out_dir: Path, wants: Wanted, h5ad: bool) -> list[Path]:
     """The artifact files a run with these wishes writes (h5ad: its data came from an .h5ad file)."""
     names = ([MODEL_FILE] if wants.model else []) + ([LATENT_FILE] if wants.latent else []) + (
@@ -75,7 +80,7 @@ def _replace(path: Path, write) -> None:
 def save(out_dir: Path, wants: Wanted, model: BaseVAE, typed: Any, resolved: dict[str, Any], data: Dataset,
          x: torch.Tensor, split: Split) -> list[Path]:
     """Write the artifacts asked for, each whole or absent (temp file, then rename); the paths written."""
-    h5ad = typed.data.name == "h5ad"
+    h5ad = anndata_input(typed.data)
     if wants.model:
         _replace(out_dir / MODEL_FILE, lambda tmp: torch.save(model_file(model, typed, resolved, data), tmp))
     if wants.latent:

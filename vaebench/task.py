@@ -69,8 +69,9 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     wants = artifacts.wanted(typed.trainer, multirun)
     if typed.resume:
         done = finished_result(out_dir, cfg_hash)
-        h5ad = typed.data.name == "h5ad"
-        if done is not None and (done[F.status] != "ok" or artifacts.present(out_dir, wants, h5ad)):
+        kept = done is not None and (done[F.status] != "ok"  # a failed run saves nothing
+                                     or artifacts.present(out_dir, wants, artifacts.anndata_input(typed.data)))
+        if kept:
             log.info("skipped: %s already holds a finished result (status %s)", out_dir, done["status"])
             return {**done, "skipped": True, "wall_time_s": time.perf_counter() - checked}
 

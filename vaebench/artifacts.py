@@ -9,7 +9,6 @@ significant digits, which gives back the encoder's float32 values exactly.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -19,7 +18,7 @@ import pandas as pd
 import torch
 
 from vaebench import __version__
-from vaebench.atomic import temp_beside
+from vaebench.atomic import replace_atomically
 from vaebench.data import Dataset
 from vaebench.data.prepare import recipe
 from vaebench.data.split import Split
@@ -66,32 +65,21 @@ def present(out_dir: Path, wants: Wanted, h5ad: bool) -> bool:
     return all(p.is_file() for p in files(out_dir, wants, h5ad))
 
 
-def _replace(path: Path, write) -> None:
-    fd, tmp = temp_beside(path)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(out_dir: Path, wants: Wanted, model: BaseVAE, typed: Any, resolved: dict[str, Any], data: Dataset,
          x: torch.Tensor, split: Split) -> list[Path]:
     """Write the artifacts asked for, each whole or absent (temp file, then rename); the paths written."""
     h5ad = anndata_input(typed.data)
     if wants.model:
-        _replace(out_dir / MODEL_FILE, lambda tmp: torch.save(model_file(model, typed, resolved, data), tmp))
+        replace_atomically(out_dir / MODEL_FILE, lambda tmp: torch.save(model_file(model, typed, resolved, data), tmp))
     if wants.latent:
         mu, log_var = posterior(model, x, typed.trainer.batch_size)
         which = np.empty(len(mu), dtype=object)
         for name, rows in zip(SPLITS, (split.train, split.val, split.test)):
             which[rows] = name
         frame = latent_frame(data.sample_ids, mu, log_var, which, data.labels)
-        _replace(out_dir / LATENT_FILE, lambda tmp: write_csv(frame, tmp))
+        replace_atomically(out_dir / LATENT_FILE, lambda tmp: write_csv(frame, tmp))
         if h5ad:
-            _replace(out_dir / LATENT_H5AD, lambda tmp: write_h5ad(frame, mu, log_var, tmp))
+            replace_atomically(out_dir / LATENT_H5AD, lambda tmp: write_h5ad(frame, mu, log_var, tmp))
     return files(out_dir, wants, h5ad)
 
 

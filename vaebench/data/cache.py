@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from vaebench.atomic import temp_beside
+from vaebench.atomic import replace_atomically
 from vaebench.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -43,17 +43,6 @@ def cache_root(cache_dir: Optional[str]) -> Path:
     return Path(base) / "vaebench"
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = temp_beside(path)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(root: Path, key: str, data: Dataset) -> None:
     root.mkdir(parents=True, exist_ok=True)
 
@@ -73,8 +62,8 @@ def save(root: Path, key: str, data: Dataset) -> None:
         "scaler": None if data.scaler is None else {"dtype": str(data.scaler["low"].dtype),
                                                     **{k: v.tolist() for k, v in data.scaler.items()}},
     }
-    _replace_atomically(root / f"{key}.npy", write_matrix)
-    _replace_atomically(root / f"{key}.json", lambda tmp: tmp.write_text(json.dumps(meta)))
+    replace_atomically(root / f"{key}.npy", write_matrix)
+    replace_atomically(root / f"{key}.json", lambda tmp: tmp.write_text(json.dumps(meta)))
 
 
 def load(root: Path, key: str) -> Optional[Dataset]:

@@ -33,7 +33,8 @@ def test_single_run_writes_result_and_metrics(tmp_path):
     assert (result["model"], result["optimizer"], result["seed"], result["status"]) == ("iwae", "rmsprop", 1, "ok")
     assert (run_dir / "metrics.csv").read_text().count("\n") == 1 + result["epochs_run"]
     assert (run_dir / "run.log").exists() and (run_dir / ".hydra" / "config.yaml").exists()
-    assert proc.stdout.splitlines()[-1] == f"vaebench: result in {run_dir / 'result.json'}"  # where it went
+    # A single run saves its model and latent table by default, and its last line says where.
+    assert proc.stdout.strip().splitlines()[-1] == f"vaebench: wrote result.json, model.pt, latent.csv in {run_dir}"
 
 
 @pytest.mark.parametrize("override, says", [

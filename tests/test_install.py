@@ -73,6 +73,9 @@ def test_installed_wheel_commands_work_outside_the_checkout(wheel, tmp_path):
     agg = subprocess.run([str(venv / "bin" / "vaebench-aggregate"), "--help"], cwd=tmp_path, capture_output=True,
                          text=True, env=env, timeout=120)
     assert agg.returncode == 0 and "PATH" in agg.stdout, agg.stderr
+    embed = subprocess.run([str(venv / "bin" / "vaebench-embed"), "--help"], cwd=tmp_path, capture_output=True,
+                           text=True, env=env, timeout=120)
+    assert embed.returncode == 0 and "MATRIX" in embed.stdout, embed.stderr
 
 
 def test_make_install_reinstalls_torch_when_TORCH_changes(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Callable
 
 
 def temp_beside(path: Path) -> tuple[int, Path]:
@@ -19,3 +20,15 @@ def temp_beside(path: Path) -> tuple[int, Path]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
             continue
+
+
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp) a file beside path, then rename it over path: readers see the old file or the whole new one."""
+    fd, tmp = temp_beside(path)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

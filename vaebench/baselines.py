@@ -26,6 +26,7 @@ from vaebench.latent import label_scores, latent_means, too_few_rows
 from vaebench.models import BaseVAE, ModelConfig, build_model
 from vaebench.models.base import kl_per_dim
 from vaebench.results import LATENT_SCORES, F, latent_field
+from vaebench.train import evaluate
 
 ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al. 2016: a unit is active when Var_x E_q[z_d | x] > 0.01
 COLLAPSED_RATIO = 0.98  # recon_vs_mean at or above this: no better than the mean predictor, within noise
@@ -139,6 +140,17 @@ def assess(model: BaseVAE, model_cfg: ModelConfig, x: torch.Tensor, labels: Opti
         out.update(latent_scores_with_references(model, model_cfg, x, labels, split, pca, train_idx, val_idx,
                                                  batch_size, seed))
     return out
+
+
+def held_out_scores(model: BaseVAE, x: torch.Tensor, train_idx: np.ndarray, test_idx: np.ndarray, batch_size: int,
+                     kld_weight: float, amp: bool) -> dict[str, Any]:
+    """The trained model and the mean predictor on the test rows, measured as on the validation rows; the
+    model is left in eval mode."""
+    test_mse = evaluate(model, x[_rows(x, test_idx)], batch_size, kld_weight, amp, prefix="test_")[F.test_recon_mse]
+    model.eval()
+    mean_mse = mean_predictor_mse(x, train_idx, test_idx)
+    return {F.test_recon_mse: test_mse, F.test_baseline_mean_mse: mean_mse,
+            F.test_recon_vs_mean: test_mse / mean_mse if mean_mse > 0 else None}
 
 
 def latent_scores_with_references(model: BaseVAE, model_cfg: ModelConfig, x: torch.Tensor, labels: list[str],

@@ -58,11 +58,16 @@ def parallel_jobs() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
 
 
+def is_multirun() -> bool:
+    """Whether this job is one of a sweep (-m): the one place that asks Hydra (threads, artifacts, console)."""
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def threads_per_job() -> int:
     """Torch threads for this job, so that parallel jobs x threads never exceed the cores."""
     cores = os.cpu_count() or 1
     hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
+    if not is_multirun():
         return cores
     n_jobs = hc.launcher.get("n_jobs") or 1
     workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores
@@ -71,10 +76,11 @@ def threads_per_job() -> int:
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def _task(cfg: DictConfig) -> Optional[float]:
+    from vaebench.artifacts import where
     from vaebench.task import run  # torch is imported only once Hydra has parsed the command line
 
     hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
+    multirun = is_multirun()
     interactive = not multirun and sys.stdout.isatty()
     if multirun:  # parallel jobs: the console gets one progress line per job, run.log keeps the rest
         quiet_console(lambda r: r.name.startswith("vaebench.") and r.name != "vaebench.sweep")
@@ -84,7 +90,7 @@ def _task(cfg: DictConfig) -> Optional[float]:
     try:
         with claimed(out_dir):  # a second sweep into the same directory waits here, then skips the finished job
             result = run(cfg, out_dir, threads=threads_per_job(), progress_bar=interactive,
-                         job_num=hc.job.get("num") or 0)
+                         job_num=hc.job.get("num") or 0, multirun=multirun)
     except UserError as e:
         print(f"vaebench: error: {e}", file=sys.stderr)
         quiet_console(lambda r: True)  # the line above is the terminal's copy; run.log gets the record
@@ -101,8 +107,8 @@ def _task(cfg: DictConfig) -> Optional[float]:
         return NOT_WRITTEN
     if multirun:
         print(report_job(Path(hc.sweep.dir), result), flush=True)
-    else:
-        print(f"vaebench: result in {out_dir / RESULT_FILE}", flush=True)
+    else:  # the last line: where the result and the artifacts (model.pt, latent.csv) are
+        print(where(out_dir), flush=True)
     return result.get("val_recon_mse")  # the value a Hydra optimizing sweeper minimises
 
 

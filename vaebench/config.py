@@ -87,6 +87,9 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the step's forward and loss (opt-in; numbers within float tolerance)
     amp: bool = False  # bf16 autocast of the forward (opt-in; numbers move at bf16 precision)
     fault: Optional[Fault] = None
+    # Artifacts beside result.json (vaebench/artifacts.py); null = on for a single run, off in a sweep (-m).
+    save_model: Optional[bool] = None  # model.pt: weights, model config, the data preparation (vaebench-embed)
+    save_latent: Optional[bool] = None  # latent.csv (+ latent.h5ad for .h5ad input): every sample's mu, log-var
 
     def __post_init__(self) -> None:
         require(self.max_epochs >= 1, "trainer.max_epochs", f"must be >= 1, got {self.max_epochs}")
@@ -128,6 +131,10 @@ class Config:
         require(0 <= self.seed <= MAX_SEED, "seed", f"must be in 0 ... {MAX_SEED} (2**32 - 1), got {self.seed}")
         require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device",
                 f"use auto, cpu, cuda or cuda:N, got {self.device!r}")
+        test = getattr(self.data, "test_fraction", 0.0)
+        require(self.trainer.val_fraction + test < 1, "data.test_fraction",
+                f"with trainer.val_fraction={self.trainer.val_fraction} it leaves no training rows "
+                f"(their sum must be < 1), got {test}")
 
 
 SCHEMAS = {

@@ -22,10 +22,15 @@ MIN_ROWS_PER_LABEL = 2  # a label seen once is its own cluster: one label per sa
 
 
 def latent_means(model: BaseVAE, x: torch.Tensor, batch_size: int) -> np.ndarray:
+    return posterior(model, x, batch_size)[0]
+
+
+def posterior(model: BaseVAE, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder's posterior of each row, in eval mode: means and log-variances, float64 [rows, latent]."""
     model.eval()
     with torch.inference_mode():
-        parts = [model.encode(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
-    return torch.cat(parts).float().cpu().numpy().astype(np.float64)
+        parts = [model.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return tuple(torch.cat([p[k] for p in parts]).float().cpu().numpy().astype(np.float64) for k in (0, 1))
 
 
 def too_few_rows(y_val: np.ndarray) -> Optional[str]:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from vaebench.config import Config, TrainerConfig
 from vaebench.data import load_dataset
-from vaebench.data.split import split_indices, split_seed
+from vaebench.data.split import run_split, split_seed
 from vaebench.errors import UserError
 
 
-def require_split(n: int, n_train: int, n_val: int) -> None:
+def require_split(n: int, n_train: int, n_val: int, n_test: int = 0) -> None:
     if n_train < 2 or n_val < 2:
         raise UserError(f"data: {n} samples give {n_train} training and {n_val} validation rows; each needs "
                         f"at least 2 (use more samples or change trainer.val_fraction)")
+    if 0 < n_test < 2:  # 0: no test split (data.test_fraction=0); else at least one row is held out
+        raise UserError(f"data: {n} samples give {n_test} test rows with data.test_fraction > 0; a test split "
+                        f"needs at least 2 (use more samples, a larger data.test_fraction, or 0 for none)")
 
 
 def require_training_batch(n_train: int, trainer: TrainerConfig) -> None:
@@ -26,6 +29,6 @@ def check_data(cfg: Config) -> None:
     """Load the data as the job will (UserError for a bad file; the cache is then warm for the workers)
     and check that its split trains."""
     data = load_dataset(cfg.data, cfg.trainer.val_fraction, split_seed(cfg))
-    train_idx, val_idx = split_indices(len(data.x), data.labels, cfg.trainer.val_fraction, split_seed(cfg))
-    require_split(len(data.x), len(train_idx), len(val_idx))
-    require_training_batch(len(train_idx), cfg.trainer)
+    split = run_split(cfg, len(data.x), data.labels)
+    require_split(len(data.x), len(split.train), len(split.val), len(split.test))
+    require_training_batch(len(split.train), cfg.trainer)

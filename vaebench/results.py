@@ -80,6 +80,11 @@ class Result:
                                                          "rows; null when k >= min(n_train, genes)")
     recon_vs_mean: Optional[float] = _metric("lower", "val_recon_mse / baseline_mean_mse: < 1 learned, ~1 collapsed")
     recon_vs_pca: Optional[float] = _metric("lower", "val_recon_mse / baseline_pca_mse")
+    # Test rows (data.test_fraction > 0): held out from training, stopping and selection; null without them.
+    test_recon_mse: Optional[float] = _metric("lower", "mean squared error per gene and sample on the test rows")
+    test_baseline_mean_mse: Optional[float] = _metric("lower", "MSE on the test rows of predicting each gene's "
+                                                               "training mean")
+    test_recon_vs_mean: Optional[float] = _metric("lower", "test_recon_mse / test_baseline_mean_mse")
     # Posterior collapse diagnostics (validation rows).
     active_units: Optional[int] = _metric("higher", "latent dims whose posterior mean varies across validation "
                                                     "rows with variance > 0.01 (Burda et al. 2016)")
@@ -114,6 +119,7 @@ class Result:
     device: Optional[str] = _info("cpu, cuda:0, ...")
     n_train: Optional[int] = _info("training rows")
     n_val: Optional[int] = _info("validation rows")
+    n_test: Optional[int] = _info("test rows (data.test_fraction; 0 = none)")
     n_features: Optional[int] = _info("genes")
     config_hash: Optional[str] = _info("identity of the configuration: resume keeps a finished run with the same")
     data_fingerprint: Optional[str] = _info("identity of the prepared matrix")
@@ -158,7 +164,7 @@ def latent_field(score: str, reference: Optional[str] = None) -> str:
 
 
 # Keys that do not change what a run computes, left out of its identity.
-_NOT_IDENTITY = ("resume", "trainer.threads", "logger")
+_NOT_IDENTITY = ("resume", "trainer.threads", "logger", "trainer.save_model", "trainer.save_latent")
 
 
 def config_hash(config: dict[str, Any], defaults: Optional[dict[str, Any]] = None) -> str:

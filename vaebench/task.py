@@ -23,9 +23,10 @@ from vaebench import __version__
 from vaebench.config import Config, schema_defaults, validate
 from vaebench.data import Dataset, load_dataset
 from vaebench.errors import UserError
-from vaebench.baselines import assess
-from vaebench.results import DIVERGED, METRICS_FILE, Result, config_hash, describe, finished_result, write_result
-from vaebench.data.split import split_indices, split_seed
+from vaebench.baselines import assess, held_out_scores
+from vaebench import artifacts
+from vaebench.results import DIVERGED, METRICS_FILE, F, Result, config_hash, describe, finished_result, write_result
+from vaebench.data.split import run_split, split_seed
 from vaebench.device import is_out_of_memory, peak_memory_mb, pick_device, release_memory, reset_peak_memory
 from vaebench.precheck import require_split, require_training_batch
 from vaebench.progress import MetricsWriter, ProgressBar
@@ -57,16 +58,20 @@ def versions() -> dict[str, str]:
 
 
 def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_bar: bool = False,
-        job_num: int = 0) -> dict[str, Any]:
-    """Run the job `cfg` into out_dir and return its result (also written as out_dir/result.json)."""
+        job_num: int = 0, multirun: bool = False) -> dict[str, Any]:
+    """Run the job `cfg` into out_dir and return its result (also written as out_dir/result.json), with the
+    artifacts that vaebench.artifacts.wanted asks for (multirun: part of a sweep)."""
     checked = time.perf_counter()
     typed = validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     cfg_hash = config_hash(resolved, schema_defaults(typed))
     out_dir.mkdir(parents=True, exist_ok=True)
+    wants = artifacts.wanted(typed.trainer, multirun)
     if typed.resume:
         done = finished_result(out_dir, cfg_hash)
-        if done is not None:
+        kept = done is not None and (done[F.status] != "ok"  # a failed run saves nothing
+                                     or artifacts.present(out_dir, wants, artifacts.anndata_input(typed.data)))
+        if kept:
             log.info("skipped: %s already holds a finished result (status %s)", out_dir, done["status"])
             return {**done, "skipped": True, "wall_time_s": time.perf_counter() - checked}
 
@@ -77,14 +82,16 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"config key 'device': {typed.device} asked for, but CUDA is not available; use device=auto")
     data, x = resident_data(typed, device)  # UserError on bad data: not a result, the user must fix it
-    train_idx, val_idx = split_indices(len(data.x), data.labels, typed.trainer.val_fraction, split_seed(typed))
-    require_split(len(data.x), len(train_idx), len(val_idx))
+    split = run_split(typed, len(data.x), data.labels)
+    train_idx, val_idx = split.train, split.val  # split.test: held out from training and stopping, scored after
+    require_split(len(data.x), len(train_idx), len(val_idx), len(split.test))
     require_training_batch(len(train_idx), typed.trainer)
 
     result = Result(
         model=typed.model.name, optimizer=typed.optimizer.name, lr=typed.lr, latent_dim=typed.latent_dim,
         seed=typed.seed, loss_mode=typed.model.loss_mode.value, device=str(device), n_train=len(train_idx),
         n_val=len(val_idx), n_features=data.x.shape[1], config_hash=cfg_hash, data_fingerprint=data.fingerprint,
+        n_test=len(split.test),
         data=data.preprocessing, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         host=socket.gethostname(), versions=versions(), config=resolved)
     tracker = tracking.start(typed.logger, resolved, result, out_dir)  # a no-op unless logger=mlflow
@@ -111,6 +118,10 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
             result.update(**assess(outcome.model, typed.model, x, data.labels, data.fingerprint, train_idx,
                                    val_idx, result.val_recon_mse, typed.trainer.batch_size, typed.seed,
                                    latent_scores=typed.trainer.latent_metrics))
+            if len(split.test):
+                kld_val = typed.model.kld_weights(typed.trainer.batch_size, len(train_idx), len(val_idx))[1]
+                result.update(**held_out_scores(outcome.model, x, train_idx, split.test, typed.trainer.batch_size,
+                                                kld_val, typed.trainer.amp))
         except Exception as e:  # noqa: BLE001
             result.scoring_error = f"{type(e).__name__}: {e}"
             log.error("scoring after training failed; the trained result is kept:\n%s", traceback.format_exc())
@@ -132,6 +143,8 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     result.wall_time_s = round(time.perf_counter() - started, 3)
     result.peak_memory_mb, result.peak_memory_kind = peak_memory_mb(device)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if result.status == "ok":  # before result.json: a run killed in between trains again on resume
+        artifacts.save(out_dir, wants, outcome.model, typed, resolved, data, x, split)
     write_result(out_dir, result)
     tracker.finish(result, out_dir)  # after result.json: a tracking failure can no longer cost the result
     release_memory(device)

@@ -68,12 +68,13 @@ def sweep_context() -> tuple[Optional[str], list[str]]:
     """The sweep's name (its directory's) and this job's overrides, when Hydra launched the job."""
     try:
         from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+
+        from vaebench.cli import is_multirun
 
         hc = HydraConfig.get()
     except (ImportError, ValueError):  # not under Hydra (a test calling task.run directly)
         return None, []
-    return (Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None), list(hc.overrides.task)
+    return (Path(hc.sweep.dir).name if is_multirun() else None), list(hc.overrides.task)
 
 
 @contextmanager

@@ -121,8 +121,9 @@ def model_output(model: BaseVAE, xb: Tensor, amp: bool) -> ForwardOutput:
     return ForwardOutput(*(t.float() for t in out))
 
 
-def evaluate(model: BaseVAE, x_val: Tensor, batch_size: int, kld_weight: float, amp: bool = False
-             ) -> dict[str, float]:
+def evaluate(model: BaseVAE, x_val: Tensor, batch_size: int, kld_weight: float, amp: bool = False,
+             prefix: str = "val_") -> dict[str, float]:
+    """The loss terms' means over the rows x_val (validation; or the test rows, prefix "test_")."""
     model.eval()
     sums = EpochMeans(per_batch=model.loss_mode is LossMode.paper)
     with torch.inference_mode():
@@ -130,7 +131,7 @@ def evaluate(model: BaseVAE, x_val: Tensor, batch_size: int, kld_weight: float, 
             xb = x_val[start:end]
             sums.add(model.loss(model_output(model, xb, amp), xb, kld_weight), end - start)
     model.train()
-    return sums.means("val_")
+    return sums.means(prefix)
 
 
 def _all_finite(model: BaseVAE) -> bool:

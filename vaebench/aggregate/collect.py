@@ -169,15 +169,42 @@ def numeric_fields(df: pd.DataFrame) -> list[str]:
             and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
 
 
+def base_defaults() -> dict[str, Any]:
+    """config.* column -> the default of a key that every option of its group has (the base schemas'), as
+    results.csv flattens it. A result written before the key existed ran with that default's behaviour
+    (config_hash leaves such keys out for the same reason)."""
+    from omegaconf import OmegaConf
+
+    from vaebench.config import LoggerConfig, TrainerConfig
+    from vaebench.data.config import DataConfig
+    from vaebench.models.base import ModelConfig
+
+    out: dict[str, Any] = {}
+    for group, schema in (("trainer", TrainerConfig), ("data", DataConfig), ("model", ModelConfig),
+                          ("logger", LoggerConfig)):
+        values = OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True, throw_on_missing=False)
+        values.pop("name", None)
+        _flatten(f"config.{group}", values, out)
+    return out
+
+
+def _settings(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The columns as text, a config key missing from older results read as its default."""
+    defaults = base_defaults()
+    return pd.DataFrame({c: df[c].where(df[c].notna(), defaults[c]) if c in defaults and df[c].isna().any()
+                         else df[c] for c in columns}, index=df.index).astype(str)
+
+
 def other_settings_that_vary(df: pd.DataFrame) -> list[str]:
     """config.* keys that differ within one model and optimizer besides lr, latent_dim and seed: runs of
     different experiments (another data set, max_epochs, ...) would be averaged into one dot."""
     skip = {"config.lr", "config.latent_dim", "config.seed", "config.resume", "config.trainer.threads",
-            "config.device"}
+            "config.device", "config.trainer.save_model", "config.trainer.save_latent"}  # not what a run computes
     config = [c for c in df.columns if c.startswith("config.") and c not in skip]
+    settings = _settings(df, config)
     varying = set()
-    for _, group in df.groupby([F.model, F.optimizer]):
-        varying.update(c for c in config if group[c].astype(str).nunique() > 1)
+    for _, group in settings.groupby([df[F.model], df[F.optimizer]]):
+        varying.update(c for c in config if group[c].nunique() > 1)
     return sorted(varying)
 
 
@@ -200,7 +227,7 @@ def experiments(df: pd.DataFrame) -> Experiments:
         differ_in.insert(0, F.data_fingerprint)
     if not differ_in:
         return Experiments(pd.Series(1, index=df.index), [])
-    key = df[differ_in].astype(str).agg(" | ".join, axis=1)
+    key = _settings(df, differ_in).agg(" | ".join, axis=1)
     return Experiments(key.map({k: i + 1 for i, k in enumerate(dict.fromkeys(key))}), differ_in)
 
 

@@ -13,9 +13,10 @@ import pandas as pd
 
 from vaebench.aggregate.collect import Experiments, Scan, cells, levels, successful
 from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
-from vaebench.aggregate.stats import (LEARNED, MODERATE, RECON, STRONG, WITHIN, best_config, direction,
-                                      factor_effects, failure_rates, has_baselines, is_log_scale,
-                                      latent_against_references, learning, robustness, seed_spread, sensitivity, worse)
+from vaebench.aggregate.stats import (LEARNED, MODERATE, RECON, STRONG, WITHIN, best_config, best_on_test,
+                                      direction, factor_effects, failure_rates, has_baselines, has_test,
+                                      held_out_field, is_log_scale, latent_against_references, learning, robustness,
+                                      seed_spread, sensitivity, worse)
 from vaebench.anova import failure_lines, partial_eta_sq, variation_lines
 from vaebench.results import F, FAILED
 
@@ -70,12 +71,16 @@ def summary(df: pd.DataFrame, all_cells: pd.DataFrame, metric: str, lvl: dict[st
         ok = successful(runs, metric)
         anova = sensitivity(ok, metric)
         best = best_config(all_cells[all_cells[F.model] == model], metric)
+        test = {}
+        if has_test(df):  # the chosen configuration on the held-out test rows
+            test = {f"best's {held_out_field(metric)}": best_on_test(runs, best)[held_out_field(metric)]
+                    if best is not None else math.nan}
         rows.append({"model": model, "runs": len(runs), "ok": int((runs[F.status] == "ok").sum()),
                      "failed": int(runs[F.status].isin(FAILED).sum()),
                      "not converged": int(((runs[F.status] == "ok") & (runs.get(F.converged) != True)).sum()),  # noqa: E712
                      **{f"partial η² {t}": partial_eta_sq(anova, t) for t in SUMMARY_TERMS},
                      "best configuration": config_text(best) if best is not None else "—",
-                     f"best {metric}": best["mean"] if best is not None else math.nan})
+                     f"best {metric}": best["mean"] if best is not None else math.nan, **test})
     return pd.DataFrame(rows)
 
 
@@ -148,6 +153,14 @@ def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, mode
                   f"Configurations within 10 % of the best ({metric} {'<=' if worse(metric) > 0 else '>='} "
                   f"{fmt(bound)}) with every run successful, per optimizer:", "",
                   md_table(robustness(model_cells, best["mean"], lvl[F.optimizer], metric)), ""]
+        if has_test(runs):
+            test = best_on_test(runs, best)
+            lines += [f"On the test rows ({int(test[F.n_test])} samples held out from every run's training and "
+                      f"stopping, and from this choice, which read validation rows only): "
+                      f"{F.test_recon_mse} = {fmt(test[F.test_recon_mse])}, {F.test_recon_vs_mean} = "
+                      f"{fmt(test[F.test_recon_vs_mean])}" + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
+                      + ": the score to quote for this configuration; the validation score above is optimistic, "
+                      "as it is the best of many.", ""]
 
     spread = seed_spread(ok, metric) if len(ok) else None
     if spread is not None:
@@ -208,6 +221,12 @@ METHOD_RHO = """- Reconstruction against the latent space: `scipy.stats.spearman
   both (the ρ the sentences use). p is two-sided and not corrected for the several scores. |ρ| ≥ {strong} is
   called strong, ≥ {moderate} moderate, below that weak. "Its rank": where the configuration (or run) with the
   lowest {recon} stands when ranked by the score, best first, ties sharing the better rank.
+"""
+METHOD_TEST = """- Test rows (data.test_fraction > 0): every run of an experiment holds out the same rows (drawn with
+  data.split_seed, never the run's seed) from training, early stopping and this report's choice of the best
+  configuration, which reads validation rows only. The best configuration's test score is the mean of
+  `test_recon_mse` and of `test_recon_vs_mean` (test_recon_mse over the error of predicting each gene's training
+  mean on the test rows) over its successful runs.
 """
 
 
@@ -309,6 +328,8 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
         lines[-1] += METHOD_LEARNED.format(learned=LEARNED)
     if not corr.empty:
         lines[-1] += METHOD_RHO.format(recon=RECON, strong=STRONG, moderate=MODERATE)
+    if has_test(df):
+        lines[-1] += METHOD_TEST
     lines += listed
     path = out / "report.md"
     path.write_text("\n".join(lines))

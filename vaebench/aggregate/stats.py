@@ -155,9 +155,32 @@ def recon_vs_latent(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-
 def direction(metric: str) -> str:
     return "lower is better" if worse(metric) > 0 else "higher is better"
+
+
+# The test counterpart of a selection metric; other metrics (latent scores, ...) are read beside the ratio.
+TEST_OF = {F.val_recon_mse: F.test_recon_mse, F.recon_vs_mean: F.test_recon_vs_mean}
+TEST_FIELDS = (F.test_recon_mse, F.test_recon_vs_mean)
+
+
+def has_test(df: pd.DataFrame) -> bool:
+    """Whether any run scored test rows (data.test_fraction > 0)."""
+    return F.test_recon_mse in df and bool(np.isfinite(df[F.test_recon_mse].astype(float)).any())
+
+
+def held_out_field(metric: str) -> str:
+    return TEST_OF.get(metric, F.test_recon_vs_mean)
+
+
+def best_on_test(runs: pd.DataFrame, best: pd.Series) -> dict[str, float]:
+    """The test scores of the configuration chosen on validation rows: each test field's mean over the
+    configuration's runs (its seeds), and n_test. Every run of an experiment holds out the same test rows
+    (data/split.py), so no run trained, stopped or was chosen on them."""
+    mine = runs[(runs[F.status] == "ok") & np.logical_and.reduce([runs[a] == best[a] for a in AXES])]
+    out = {f: float(_numbers(mine, f).mean()) for f in TEST_FIELDS}
+    out[F.n_test] = float(_numbers(mine, F.n_test).max())
+    return out
 
 
 def has_baselines(df: pd.DataFrame) -> bool:

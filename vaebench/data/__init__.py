@@ -16,6 +16,9 @@ class Dataset:
     labels: Optional[list[str]]  # one per sample (e.g. cancer type), or None
     fingerprint: str  # identifies source + preparation; equal fingerprints mean equal matrices
     preprocessing: dict[str, Any] = field(default_factory=dict)  # recorded in each result.json
+    # Each gene's minimum and maximum that zero-one scaling used ({"low": array, "high": array}; None when the
+    # values were used as read): a saved model scales a new matrix with the same numbers (vaebench-embed).
+    scaler: Optional[dict[str, np.ndarray]] = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -25,8 +28,8 @@ class Dataset:
 def load_dataset(data_cfg: Any, val_fraction: Optional[float] = None, seed: Optional[int] = None) -> Dataset:
     """The data set a `data/` config names, from the on-disk cache when it is there.
 
-    val_fraction and seed are the run's (trainer.val_fraction, seed): data.scaler_fit=train fits the
-    scaler on the training rows of exactly the split that training uses.
+    val_fraction and seed are the run's (trainer.val_fraction, the split's seed): data.scaler_fit=train fits
+    the scaler on the training rows of exactly the split that training uses (data.test_fraction included).
     """
     from omegaconf import DictConfig, OmegaConf
 

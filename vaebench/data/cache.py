@@ -21,12 +21,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from vaebench.atomic import temp_beside
+from vaebench.atomic import replace_atomically
 from vaebench.data import Dataset
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the cache layout changes (2: the matrix's CRC-32)
+FORMAT = 3  # bump when the cache layout changes (2: the matrix's CRC-32; 3: the scaler, for saved models)
 _verified: set[tuple] = set()  # (path, inode, size, mtime) of .npy files this process has checked
 
 
@@ -41,17 +41,6 @@ def cache_root(cache_dir: Optional[str]) -> Path:
         return Path(os.environ["VAEBENCH_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "vaebench"
-
-
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = temp_beside(path)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(root: Path, key: str, data: Dataset) -> None:
@@ -70,9 +59,11 @@ def save(root: Path, key: str, data: Dataset) -> None:
         "labels": data.labels,
         "preprocessing": data.preprocessing,
         "crc32": checksum(np.asarray(data.x, dtype=np.float32)),
+        "scaler": None if data.scaler is None else {"dtype": str(data.scaler["low"].dtype),
+                                                    **{k: v.tolist() for k, v in data.scaler.items()}},
     }
-    _replace_atomically(root / f"{key}.npy", write_matrix)
-    _replace_atomically(root / f"{key}.json", lambda tmp: tmp.write_text(json.dumps(meta)))
+    replace_atomically(root / f"{key}.npy", write_matrix)
+    replace_atomically(root / f"{key}.json", lambda tmp: tmp.write_text(json.dumps(meta)))
 
 
 def load(root: Path, key: str) -> Optional[Dataset]:
@@ -93,8 +84,11 @@ def load(root: Path, key: str) -> Optional[Dataset]:
                         "written): rebuilding it", matrix_path)
             return None
         _verified.add(identity)
+    scaler = meta.get("scaler")
+    if scaler is not None:  # JSON keeps float64 and float32 numbers exactly; the dtype says which they were
+        scaler = {k: np.asarray(scaler[k], dtype=scaler["dtype"]) for k in ("low", "high")}
     return Dataset(x=x, sample_ids=meta["sample_ids"], gene_names=meta["gene_names"], labels=meta["labels"],
-                   fingerprint=meta["fingerprint"], preprocessing=meta["preprocessing"])
+                   fingerprint=meta["fingerprint"], preprocessing=meta["preprocessing"], scaler=scaler)
 
 
 def load_or_build(root: Path, key: str, build: Callable[[], Dataset]) -> Dataset:

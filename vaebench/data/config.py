@@ -14,10 +14,13 @@ class DataConfig:
     name: str = "synthetic"
     cache_dir: Optional[str] = None  # null = $VAEBENCH_CACHE, $XDG_CACHE_HOME/vaebench or ~/.cache/vaebench
     split_seed: Optional[int] = None  # seed of the train/validation split; null = the run's seed
+    test_fraction: float = 0.0  # rows held out from training and selection (data/split.py); 0 = no test rows
 
     def __post_init__(self) -> None:
         if self.split_seed is not None and self.split_seed < 0:
             raise UserError(f"config key 'data.split_seed': must be >= 0 or null, got {self.split_seed}")
+        if not 0 <= self.test_fraction < 1:
+            raise UserError(f"config key 'data.test_fraction': must be in [0, 1), got {self.test_fraction}")
 
 
 @dataclass

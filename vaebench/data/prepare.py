@@ -24,6 +24,7 @@ import numpy as np
 from vaebench.data import Dataset, cache, files
 from vaebench.data.config import FileDataConfig, Mad, NanPolicy, ScalerFit, Scaling
 from vaebench.data.files import Matrix, Source
+from vaebench.data.split import holdout_seed, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def load(cfg: FileDataConfig, val_fraction: Optional[float] = None, seed: Option
     if cfg.scaler_fit is ScalerFit.train and cfg.scaling is Scaling.zeroone:
         if val_fraction is None or seed is None:
             raise ValueError("data.scaler_fit=train needs the run's trainer.val_fraction and seed")
-        data = scale_on_training_split(data, val_fraction, seed)
+        data = scale_on_training_split(data, val_fraction, seed, cfg.test_fraction, holdout_seed(cfg))
     return data
 
 
@@ -99,16 +100,18 @@ def build(cfg: FileDataConfig, src: Source, labels_src: Optional[Source], key: s
     record["constant_genes"] = count_constant_genes(x, src)
     record["gene_selection"] = None if keep is None else f"top {len(genes)} by {cfg.mad.value} absolute deviation"
     record["scaling"] = cfg.scaling.value
+    scaler = None
     if cfg.scaling is Scaling.zeroone:
         record["scaler_fit"] = cfg.scaler_fit.value
         if cfg.scaler_fit is ScalerFit.all:
-            x = zero_one(x, *gene_range(x))
+            low, high = gene_range(x)
+            x, scaler = zero_one(x, low, high), {"low": low, "high": high}
     else:
         require_unit_range(x, src)
     x = np.ascontiguousarray(x, dtype=np.float32)
     return Dataset(x=x, sample_ids=matrix.sample_ids, gene_names=genes, labels=matrix.labels,
                    fingerprint=content_fingerprint(x, matrix.sample_ids, genes, matrix.labels),
-                   preprocessing=record)
+                   preprocessing=record, scaler=scaler)
 
 
 def _first(mask: np.ndarray, matrix: Matrix) -> str:
@@ -237,15 +240,76 @@ def content_fingerprint(x: np.ndarray, samples: list[str], genes: list[str], lab
     return f"matrix-{digest.hexdigest()[:16]}"
 
 
-def scale_on_training_split(data: Dataset, val_fraction: float, seed: int) -> Dataset:
+def scale_on_training_split(data: Dataset, val_fraction: float, seed: int, test_fraction: float = 0.0,
+                            test_seed: int = 0) -> Dataset:
     """The cached unscaled matrix, scaled with its training rows only: the split that vaebench.train makes
-    for this val_fraction and seed (same labels, same rows), so validation rows leak nothing into the scaler."""
-    from vaebench.data.split import split_indices
-
-    train_idx, _ = split_indices(len(data.x), data.labels, val_fraction, seed)
-    x = zero_one(data.x, *gene_range(data.x, train_idx))
-    split = hashlib.sha256(f"{data.fingerprint}/{val_fraction!r}/{seed}".encode()).hexdigest()[:16]
+    for this val_fraction, seed and test split (same labels, same rows), so validation and test rows leak
+    nothing into the scaler."""
+    train_idx = split_rows(len(data.x), data.labels, val_fraction, seed, test_fraction, test_seed).train
+    low, high = gene_range(data.x, train_idx)
+    x = zero_one(data.x, low, high)
+    held_out = f"/test{test_fraction!r}/{test_seed}" if test_fraction > 0 else ""  # none: the fingerprint as before
+    split = hashlib.sha256(f"{data.fingerprint}/{val_fraction!r}/{seed}{held_out}".encode()).hexdigest()[:16]
     return Dataset(x=x, sample_ids=data.sample_ids, gene_names=data.gene_names, labels=data.labels,
                    fingerprint=f"{data.fingerprint}-split-{split}",
                    preprocessing={**data.preprocessing, "val_fraction": val_fraction, "split_seed": seed,
-                                  "n_fit_samples": len(train_idx)})
+                                  **({"test_fraction": test_fraction} if test_fraction > 0 else {}),
+                                  "n_fit_samples": len(train_idx)}, scaler={"low": low, "high": high})
+
+
+# ---- the same preparation for a new matrix (a saved model, vaebench-embed) -----------------------------
+
+LAYOUTS = {"table": "table", "h5ad": "h5ad", "xena": "xena", "tybalt": "xena", "tcga_pancan": "xena",
+           "tcga_cohort": "xena"}  # data= option -> how its file is read
+
+
+def recipe(cfg: Any, data: Dataset) -> dict[str, Any]:
+    """What a saved model needs to prepare a new matrix as its training matrix was: how to read the file, the
+    NaN policy, log1p, the genes in the model's input order, and each gene's scaler (minimum and maximum, as
+    numpy arrays of the dtype they were applied in). cfg: the run's typed data config.
+
+    The built-in synthetic matrix is generated already prepared, so its recipe takes a samples x genes table of
+    prepared values (in [0, 1]) and only puts the genes in order."""
+    if cfg.name == "synthetic":
+        return {"layout": "table", "sample_id_length": None, "layer": None, "nan_policy": NanPolicy.error.value,
+                "log1p": False, "genes": list(data.gene_names), "scaling": Scaling.none.value, "scaler": None}
+    scaling = cfg.scaling.value
+    if cfg.scaling is Scaling.zeroone and data.scaler is None:
+        raise ValueError("the data set carries no scaler: it was loaded without its preparation")
+    return {"layout": LAYOUTS[cfg.name], "sample_id_length": getattr(cfg, "sample_id_length", None),
+            "layer": getattr(cfg, "layer", None), "nan_policy": cfg.nan_policy.value, "log1p": cfg.log1p,
+            "genes": list(data.gene_names), "scaling": scaling,
+            "scaler": data.scaler if cfg.scaling is Scaling.zeroone else None}
+
+
+def prepare_like(how: dict[str, Any], src: Source) -> tuple[np.ndarray, list[str]]:
+    """A new matrix read and prepared by a recipe (see `recipe`): float32 samples x the recipe's genes, in
+    their order, and the sample ids. Genes the recipe does not use are ignored; a gene it needs and the file
+    lacks is refused. The steps are training's (build), on the kept genes: NaN policy, log1p, scaling with
+    the training matrix's per-gene minimum and maximum (values outside clipped to [0, 1])."""
+    if how["layout"] == "xena":
+        matrix = files.read_xena(src, how["sample_id_length"], sort_samples=False)
+    elif how["layout"] == "h5ad":
+        matrix = files.read_h5ad(src, how["layer"], None)
+    else:
+        matrix = files.read_table(src, None)
+    files.require_unique_names(src, matrix)
+    genes = how["genes"]
+    at = {g: j for j, g in enumerate(matrix.gene_names)}
+    missing = [g for g in genes if g not in at]
+    if missing:
+        raise src.refuse(f"lacks {len(missing)} of the model's {len(genes)} genes (first: '{missing[0]}')",
+                         "the model reads every gene it was trained on, by the same name (symbol or id) as in "
+                         "its training data: add the missing genes (zero if not measured, which biases the "
+                         "embedding) or train on the genes both data sets share")
+    kept = Matrix(values=matrix.values[:, [at[g] for g in genes]], sample_ids=matrix.sample_ids, gene_names=genes)
+    fill_missing(kept, NanPolicy(how["nan_policy"]), src)
+    if how["log1p"]:
+        apply_log1p(kept, src)
+    x = kept.values
+    if how["scaling"] == Scaling.zeroone.value:
+        low, high = how["scaler"]["low"], how["scaler"]["high"]
+        x = zero_one(x.astype(low.dtype), low, high)  # float32 for scaler_fit=train: as the cached matrix was
+    else:
+        require_unit_range(x, src)
+    return np.ascontiguousarray(x, dtype=np.float32), kept.sample_ids

@@ -1,7 +1,14 @@
-"""The train/validation split of a data set's rows: seeded, stratified by label when there are labels."""
+"""The train/validation(/test) split of a data set's rows: seeded, stratified by label when there are labels.
+
+data.test_fraction > 0 first holds out test rows, then splits the rest into training and validation. The test
+rows are drawn with data.split_seed (0 when null), never with the run's seed: every run of a sweep, whatever
+its seed, holds out the same rows, so no run trains or selects on another run's test rows, and the best
+configuration that vaebench-aggregate chooses on validation rows can be scored on rows no run has seen.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -50,3 +57,36 @@ def split_seed(cfg) -> int:
     """The seed of a run's train/validation split (cfg: the typed Config): data.split_seed, or the run's seed
     when that is null."""
     return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+
+
+def holdout_seed(data_cfg) -> int:
+    """The seed of the test rows (data_cfg: the typed data config): data.split_seed, or 0 when null; never the
+    run's seed, so that every seed of a sweep holds out the same rows."""
+    return 0 if data_cfg.split_seed is None else data_cfg.split_seed
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray  # empty unless data.test_fraction > 0
+
+
+def split_rows(n: int, labels: Optional[list[str]], val_fraction: float, seed: int, test_fraction: float = 0.0,
+               holdout_seed: int = 0) -> Split:
+    """Training, validation and test rows. test_fraction 0: split_indices' split, unchanged, and no test row.
+    Otherwise round(test_fraction x n) rows are held out first (seeded by holdout_seed, stratified like the
+    validation rows), and the rest is split so that validation keeps about val_fraction of all n rows."""
+    if test_fraction <= 0:
+        train, val = split_indices(n, labels, val_fraction, seed)
+        return Split(train, val, np.empty(0, dtype=np.int64))
+    rest, test = split_indices(n, labels, test_fraction, holdout_seed)
+    rest_labels = None if labels is None else [labels[i] for i in rest]
+    train, val = split_indices(len(rest), rest_labels, val_fraction / (1 - test_fraction), seed)
+    return Split(rest[train], rest[val], test)
+
+
+def run_split(cfg, n: int, labels: Optional[list[str]]) -> Split:
+    """The split a run trains, stops and is scored on (cfg: the typed Config)."""
+    return split_rows(n, labels, cfg.trainer.val_fraction, split_seed(cfg), cfg.data.test_fraction,
+                      holdout_seed(cfg.data))

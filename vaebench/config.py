@@ -70,6 +70,7 @@ class Fault(Enum):  # trainer.fault: raise this failure in the first step, to ex
     oom = "oom"
     error = "error"
     diverge = "diverge"  # the loss becomes NaN (not named "nan": Hydra would read that as a float)
+    fatal = "fatal"  # a fatal device error (as CUDA's illegal memory access): the worker runs no further job
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Config:
     latent_dim: int = 20
     seed: int = 0
     device: str = "auto"
+    jobs_per_gpu: Optional[int] = None  # GPU jobs sharing one GPU; null = as many as fit (vaebench.device)
     resume: bool = True
 
     def __post_init__(self) -> None:
@@ -128,6 +130,8 @@ class Config:
         require(0 <= self.seed <= MAX_SEED, "seed", f"must be in 0 ... {MAX_SEED} (2**32 - 1), got {self.seed}")
         require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device",
                 f"use auto, cpu, cuda or cuda:N, got {self.device!r}")
+        require(self.jobs_per_gpu is None or self.jobs_per_gpu >= 1, "jobs_per_gpu",
+                f"must be >= 1 or null, got {self.jobs_per_gpu}")
 
 
 SCHEMAS = {

@@ -281,4 +281,6 @@ def _inject(fault: str, loss: Tensor) -> Tensor:
         raise MemoryError("injected by trainer.fault=oom")
     if fault == "error":
         raise RuntimeError("injected by trainer.fault=error")
+    if fault == "fatal":  # the message of a sticky CUDA error: vaebench.device.is_fatal knows it by this
+        raise RuntimeError("CUDA error: an illegal memory access was encountered (injected by trainer.fault=fatal)")
     return loss * float("nan")

@@ -69,22 +69,26 @@ def gpu_names() -> list[str]:
     return [f"{socket.gethostname()}-gpu{p}" for p in physical]
 
 
+def check_device(name: str) -> None:
+    """UserError (a config error, exit 2) for CUDA asked for without CUDA, or cuda:N past the device count."""
+    if device_type(name) == "cpu":
+        return
+    if not torch.cuda.is_available():
+        raise UserError(f"config key 'device': {name} asked for, but CUDA is not available; use device=auto")
+    count = torch.cuda.device_count()
+    if ":" in name and int(name.split(":")[1]) >= count:
+        raise UserError(f"config key 'device': {name} asked for, but this machine has {count} GPU(s) "
+                        f"(cuda:0 ... cuda:{count - 1}); use device=cuda or a smaller index")
+
+
 def pick_device(name: str, slot_dir: Optional[Path] = None, per_gpu: Optional[int] = None) -> torch.device:
     """The device a job trains on. On CUDA (auto with a GPU, cuda, cuda:N) a sweep worker (slot_dir: the sweep
     directory) claims one GPU slot for its life and keeps that GPU (cuda:N: a slot of GPU N); a single run
     takes GPU 0 or N. Raises UserError for CUDA without CUDA and for cuda:N past the device count."""
     if device_type(name) == "cpu":
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError(f"config key 'device': {name} asked for, but CUDA is not available; use device=auto")
-    count = torch.cuda.device_count()
-    candidates = list(range(count))
-    if ":" in name:
-        index = int(name.split(":")[1])
-        if index >= count:
-            raise UserError(f"config key 'device': {name} asked for, but this machine has {count} GPU(s) "
-                            f"(cuda:0 ... cuda:{count - 1}); use device=cuda or a smaller index")
-        candidates = [index]
+    check_device(name)
+    candidates = [int(name.split(":")[1])] if ":" in name else list(range(torch.cuda.device_count()))
     index = candidates[0]
     if slot_dir is not None:
         names = gpu_names()

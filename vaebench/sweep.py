@@ -85,6 +85,10 @@ class SweepCallback(Callback):
             try:
                 typed = [validate(compose(config_name=kwargs.get("config_name") or "config", overrides=overrides))
                          for overrides in distinct_value_jobs(jobs)]
+                from vaebench.device import check_device  # torch: only once a sweep starts
+
+                for device in sorted({cfg.device for cfg in typed}):  # cuda:N past the GPUs: before any job
+                    check_device(device)
                 checked = set()
                 for cfg in typed:  # each distinct data set and batch setting once: a bad file stops the sweep here
                     key = (repr(cfg.data), cfg.trainer.val_fraction, cfg.trainer.batch_size, cfg.trainer.drop_last)

@@ -1,5 +1,6 @@
 """One job end to end: check the config, skip if already finished, load data, train, and turn every
-failure into a result. Only user errors (bad config, bad data) escape, as UserError."""
+failure into a result. Only user errors (bad config, bad data) escape, as UserError; and DeviceFailed for a job
+handed to a worker whose device an earlier job broke."""
 
 from __future__ import annotations
 
@@ -21,13 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from vaebench import __version__
 from vaebench.config import Config, schema_defaults, validate
 from vaebench.data import Dataset, load_dataset
-from vaebench.errors import UserError
 from vaebench.baselines import assess
 from vaebench.results import (METRICS_FILE, Result, config_hash, describe, device_identity, finished_result,
                               write_result)
 from vaebench.data.split import split_indices, split_seed
 from vaebench import claim
-from vaebench.device import (DeviceFailed, available_cpus, broken, deterministic_cuda, device_name, device_type,
+from vaebench.device import (DeviceFailed, available_cpus, broken, check_device, deterministic_cuda, device_name, device_type,
                              is_fatal, is_out_of_memory, mark_broken, peak_memory_mb, pick_device, release_memory,
                              reset_peak_memory)
 from vaebench.precheck import require_split, require_training_batch
@@ -75,9 +75,8 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     checked = time.perf_counter()
     typed = validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    check_device(typed.device)
     kind = device_type(typed.device)
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"config key 'device': {typed.device} asked for, but CUDA is not available; use device=auto")
     cfg_hash = config_hash(device_identity(resolved, kind), schema_defaults(typed))
     out_dir.mkdir(parents=True, exist_ok=True)
     if typed.resume:
@@ -91,7 +90,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     torch.set_num_threads(typed.trainer.threads or threads or available_cpus())
     if kind == "cuda":
         deterministic_cuda()  # before the job's first CUDA work
-    device = pick_device(typed.device, slot_dir, typed.jobs_per_gpu)  # UserError for cuda:N past the GPUs
+    device = pick_device(typed.device, slot_dir, typed.jobs_per_gpu)
     # UserError on bad data: not a result, the user must fix it. The split, for data.scaler_fit=train.
     data = load_dataset(typed.data, typed.trainer.val_fraction, split_seed(typed))
     train_idx, val_idx = split_indices(len(data.x), data.labels, typed.trainer.val_fraction, split_seed(typed))

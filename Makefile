@@ -30,7 +30,11 @@ test: install  ## the test suite (fast; slow tests: make test-slow)
 test-slow: install
 	$(BIN)/pytest -q -m slow
 
-test-cuda: install  ## on a machine with a GPU
+# Fails, rather than passing with every test skipped, where torch has no CUDA.
+test-cuda: install  ## the GPU tests (tests/test_cuda.py), on a machine with a GPU
+	@$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
+		'make test-cuda: torch ' + torch.__version__ + ' here has no CUDA device; run it on a machine with a GPU \
+	(with a CUDA build of torch, such as the Linux wheels on PyPI)')"
 	$(BIN)/pytest -q -m cuda
 
 demo: install  ## the demo grid of all four models on built-in data under both objectives, into outputs/demo

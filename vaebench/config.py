@@ -87,6 +87,7 @@ class TrainerConfig:
     latent_metrics: bool = True  # score the latent space against the data's labels after training
     compile: bool = False  # torch.compile the step's forward and loss (opt-in; numbers within float tolerance)
     amp: bool = False  # bf16 autocast of the forward (opt-in; numbers move at bf16 precision)
+    cuda_graphs: bool = False  # torch.compile mode reduce-overhead of the whole step, optimizer included (opt-in)
     fault: Optional[Fault] = None
 
     def __post_init__(self) -> None:

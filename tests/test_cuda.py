@@ -152,6 +152,19 @@ def test_compile_and_amp_on_cuda_stay_within_the_cpu_tolerances(model, compile, 
     assert float((grad - eager_grad).norm() / eager_grad.norm()) < grad_rtol
 
 
+@pytest.mark.parametrize("model, optimizer", [("vae", "adam"), ("infovae", "sgd"), ("logcosh", "rmsprop")])
+def test_cuda_graphs_train_close_to_eager(model, optimizer, tmp_path):
+    # trainer.cuda_graphs on a GPU: the whole step replayed as CUDA graphs; the CPU test's tolerances
+    common = (f"model={model}", f"optimizer={optimizer}", "device=cuda", "trainer.max_epochs=3",
+              "trainer.latent_metrics=false")
+    eager = run(make_config(*common), tmp_path / "eager")
+    graphs = run(make_config(*common, "trainer.cuda_graphs=true"), tmp_path / "graphs")
+    assert graphs["status"] == "ok" and graphs["epochs_run"] == eager["epochs_run"]
+    assert graphs["val_recon_mse"] == pytest.approx(eager["val_recon_mse"], rel=1e-3)
+    for key in ("val_loss", "train_loss"):
+        assert graphs[key] == pytest.approx(eager[key], rel=1e-2), key
+
+
 def test_infovae_latent_200_batch_1000_fits_in_little_memory(tmp_path):
     # The study lost these runs to out-of-memory on a 4 GB GPU; the MMD is O(batch^2) here.
     result = run(make_config("model=infovae", "latent_dim=200", "trainer.batch_size=1000", "data.n_samples=2200",

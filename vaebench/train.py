@@ -259,6 +259,7 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
             lr_now = float(optimizer.param_groups[0]["lr"])
             kld_now = kld_train * cfg.model.kl_warmup(epoch)
             order = train_rows[torch.randperm(n_train, generator=generator).to(device)]
+            kld_tensor = torch.tensor(kld_now, device=device) if step_all else None  # one copy an epoch, not a step
             sums = EpochMeans(per_batch)
             for start, end in bounds:
                 xb = x.index_select(0, order[start:end])
@@ -266,7 +267,7 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
                     if fault is not None and fault != "diverge":
                         _inject(fault, None)
                     # A CUDA graph's outputs are overwritten by its next replay: keep copies.
-                    terms = {k: v.clone() for k, v in step_all(xb, torch.tensor(kld_now, device=device)).items()}
+                    terms = {k: v.clone() for k, v in step_all(xb, kld_tensor).items()}
                     sums.add(terms, end - start)
                     continue
                 terms = step_loss(xb, kld_now)

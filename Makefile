@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
-# make sweep-all: a fixed directory, so rerunning resumes; JOBS empty = one job per GPU, else one per
-# core; SEEDS=0,1,2 for replicates.
+# make sweep-all: a fixed directory, so rerunning resumes; JOBS empty = jobs_per_gpu jobs per GPU, else one
+# per core; SEEDS=0,1,2 for replicates.
 SWEEP_DIR ?= outputs/sweep-all
 JOBS ?=
 SEEDS ?= 0

@@ -84,6 +84,9 @@ def test_slots_fill_each_gpu_once_before_doubling_up_and_see_their_neighbours(fa
         assert device.pick_device("cuda:0", tmp_path, 2) == torch.device("cuda", 0)  # pinned: GPU 0's 2nd slot
         assert claim._held_slot.slot == 1 and claim.gpu_slot_shared()
     assert not claim.gpu_slot_shared()  # the neighbour has gone
+    with open(tmp_path / claim._slot_file(names[0], None), "a") as other:  # a worker beyond the slots
+        fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        assert claim.gpu_slot_shared()
     claim.release_gpu_slot()
     with open(tmp_path / claim._slot_file(names[0], 0), "a") as other:  # every slot taken: share, and say so
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -69,7 +69,7 @@ class GpuSlot:
         for k in range(self.per_gpu):
             if k != self.slot and _held(self.lock_dir / _slot_file(self.gpus[self.index], k)):
                 return True
-        return _held(self.lock_dir / _slot_file(self.gpus[self.index], None))
+        return _held(self.lock_dir / _slot_file(self.gpus[self.index], None), fcntl.LOCK_EX)
 
 
 def _slot_file(gpu: str, k: int | None) -> str:
@@ -77,13 +77,14 @@ def _slot_file(gpu: str, k: int | None) -> str:
     return f"{name}.slot{k}" if k is not None else f"{name}.overflow"
 
 
-def _held(path: Path) -> bool:
-    """True when some process holds a lock on path. The probe takes a shared lock for an instant: a worker
-    claiming that very slot at that instant moves on to its next free slot, no worse than a busy slot."""
+def _held(path: Path, probe: int = fcntl.LOCK_SH) -> bool:
+    """True when some process holds a lock on path that `probe` conflicts with: a shared probe sees a slot's
+    exclusive holder, an exclusive one the overflow file's shared holders. The probe lasts an instant: a worker
+    claiming that very slot then moves on to its next free slot, no worse than a busy slot."""
     try:
         with open(path, "a") as f:
             try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(f, probe | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
             fcntl.flock(f, fcntl.LOCK_UN)

@@ -245,6 +245,13 @@ def test_hash_sees_the_device_type_and_no_cpu_hash_changed():
 
 def test_result_records_the_device_and_cuda_settings_are_ready_before_cuda(tmp_path):
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # set when vaebench.device was imported
+    try:  # what a GPU job sets first (runs on CPU too: a typo here would fail the first GPU run)
+        device.deterministic_cuda()
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.utils.deterministic.fill_uninitialized_memory = True
+        torch.backends.cudnn.deterministic = False
     result = run(make_config(), tmp_path)
     assert result["device"] == "cpu" and result["device_name"]
     assert result["cuda_version"] is None and result["gpu_shared"] is None and result["device_failed"] is None

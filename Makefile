@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
-# make sweep-all: a fixed directory, so rerunning resumes; JOBS empty = one job per GPU, else one per
-# core; SEEDS=0,1,2 for replicates.
+# make sweep-all: a fixed directory, so rerunning resumes; JOBS empty = jobs_per_gpu jobs per GPU, else one
+# per core; SEEDS=0,1,2 for replicates.
 SWEEP_DIR ?= outputs/sweep-all
 JOBS ?=
 SEEDS ?= 0
@@ -44,7 +44,11 @@ test: install  ## the test suite (fast; slow tests: make test-slow)
 test-slow: install
 	$(BIN)/pytest -q -n auto -m slow
 
-test-cuda: install  ## on a machine with a GPU
+# Fails, rather than passing with every test skipped, where torch has no CUDA.
+test-cuda: install  ## the GPU tests (tests/test_cuda.py), on a machine with a GPU
+	@$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
+		'make test-cuda: torch ' + torch.__version__ + ' here has no CUDA device; run it on a machine with a GPU \
+	(with a CUDA build of torch, such as the Linux wheels on PyPI)')"
 	$(BIN)/pytest -q -m cuda
 
 demo: install  ## the demo grid of all four models on built-in data under both objectives, into outputs/demo

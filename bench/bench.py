@@ -18,8 +18,8 @@ Every figure comes from this one invocation, so ratios compare like with like:
   omp       the latent-100 epochs again in fresh processes, with the OpenMP runtime's default wait policy
             and with OMP_WAIT_POLICY=PASSIVE (idle threads sleep instead of spinning): on a shared
             machine a spinning thread loses its core and every parallel region waits for it
-On a machine with CUDA the epochs (also with trainer.compile / trainer.amp), a run and the sweep are
-measured on the GPU too. Timings on a shared machine are noisy: medians of repeats, and ratios within
+On a machine with CUDA the epochs (also with trainer.compile / trainer.amp / trainer.cuda_graphs), a run and
+the sweep with 1, 2, 4 and 8 jobs per GPU are measured on the GPU too. Timings on a shared machine are noisy: medians of repeats, and ratios within
 pairs; never assert them in tests.
 """
 
@@ -116,8 +116,8 @@ def main() -> None:
                 opt_in(ctx, cuda, 100)
             if wanted("run"):
                 one_run(ctx, "cuda")
-            if wanted("sweep"):
-                sweep(ctx, "cuda", ((torch.cuda.device_count(), ""),))
+            if wanted("sweep"):  # 1, 2, 4, 8 jobs per GPU (jobs_per_gpu), 48 runs so that 8 x GPUs have work
+                sweep(ctx, "cuda", (), per_gpu=(1, 2, 4, 8), seeds=4)
             if wanted("memory"):
                 memory(ctx, "cuda", (200,))
     finally:

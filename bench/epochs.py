@@ -95,13 +95,17 @@ def epochs(ctx: Context, device: torch.device, latents: tuple[int, ...], one_thr
 
 
 def opt_in(ctx: Context, device: torch.device, latent: int) -> None:
-    """trainer.compile / trainer.amp, measured the same way (first epoch = compile time)."""
+    """trainer.compile / trainer.amp (and trainer.cuda_graphs on a GPU), measured the same way (first epoch =
+    compile time)."""
     if not (has_trainer_key("compile") and has_trainer_key("amp")):
         return
     tag = "" if device.type == "cpu" else f" [{device.type}]"
     models = MODELS if device.type == "cuda" else ("vae",)
     settings = [("compile", ("trainer.compile=true",)), ("amp", ("trainer.amp=true",)),
                 ("compile+amp", ("trainer.compile=true", "trainer.amp=true"))]
+    if device.type == "cuda" and has_trainer_key("cuda_graphs"):  # the whole step replayed as CUDA graphs
+        settings += [("cuda_graphs", ("trainer.cuda_graphs=true",)),
+                     ("cuda_graphs+amp", ("trainer.cuda_graphs=true", "trainer.amp=true"))]
     for model_name in models:
         for name, extra in settings:
             try:
@@ -114,7 +118,7 @@ def opt_in(ctx: Context, device: torch.device, latent: int) -> None:
             ctx.table.add("opt-in", f"{model_name}, latent {latent}, {name}{tag}", secs(median(r["real"])),
                           reference=secs(median(r["floor"])), ratio=r["ratio"],
                           note=f"first epoch {r['first_epoch']:.1f} s"
-                                + (" (compiles, cold cache)" if "compile" in name else "") + "; float32 floor")
+                                + (" (compiles, cold cache)" if "compile" in name or "graphs" in name else "") + "; float32 floor")
 
 
 def naive(ctx: Context, latents: tuple[int, ...]) -> None:

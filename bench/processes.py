@@ -103,9 +103,11 @@ def one_run(ctx: Context, device: str) -> None:
                           note="trainer.latent_metrics; off in the other run and sweep rows")
 
 
-def sweep(ctx: Context, device: str, variants: tuple[tuple[int, str], ...]) -> None:
-    """The same 12-run multirun per (workers, OMP_WAIT_POLICY) variant; "" = the environment's policy.
-    Each job records (threads_probe.py) its process, its torch threads and when it ran."""
+def sweep(ctx: Context, device: str, variants: tuple[tuple[int, str], ...], per_gpu: tuple[int, ...] = (),
+          seeds: int = 1) -> None:
+    """The same multirun (4 models x 3 latent sizes x `seeds` seeds) per (workers, OMP_WAIT_POLICY) variant;
+    "" = the environment's policy. per_gpu: on CUDA, the variants are k jobs per GPU instead (jobs_per_gpu=k,
+    k x GPUs workers). Each job records (threads_probe.py) its process, its torch threads and when it ran."""
     from threads_probe import PROBE_FILE
 
     tag = "" if device == "cpu" else f" [{device}]"
@@ -114,13 +116,18 @@ def sweep(ctx: Context, device: str, variants: tuple[tuple[int, str], ...]) -> N
         "data.n_samples=2000", "data.n_genes=1000", f"data.cache_dir={ctx.cache}", "trainer.batch_size=200"]
     size = "11,000 x 5,000" if not ctx.args.quick else "2,000 x 1,000"
     metrics_off = ["trainer.latent_metrics=false"] if has_trainer_key("latent_metrics") else []
+    runs = len(MODELS) * 3 * seeds
+    gpus = torch.cuda.device_count() if per_gpu else 0
+    variants = tuple((gpus * k, "") for k in per_gpu) or variants
     first_wall = 0.0
     for i, (n, policy) in enumerate(variants):
+        k = per_gpu[i] if per_gpu else None
         out = ctx.tmp / f"sweep-{device}-{n}-{policy or 'env'}"
         env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")]))}
         if policy:
             env["OMP_WAIT_POLICY"] = policy
         wall = run_cli(["-m", f"model={','.join(MODELS)}", "latent_dim=10,100,200", "trainer.max_epochs=1",
+                        f"seed={','.join(map(str, range(seeds)))}", *([f"jobs_per_gpu={k}"] if k else []),
                         *data, *metrics_off, f"device={device}", f"hydra.sweep.dir={out}",
                         f"hydra.launcher.n_jobs={n}",
                         "+hydra.callbacks.threads_probe._target_=threads_probe.ThreadsProbe"], env=env)
@@ -138,9 +145,14 @@ def sweep(ctx: Context, device: str, variants: tuple[tuple[int, str], ...]) -> N
         ok = sum(r.get("status") == "ok" for r in results)
         note = (f"{ok}/{len(results)} ok; {len({p['pid'] for p in probes})} worker processes x {threads} torch "
                 f"threads, at most {peak} threads at once on {cores} cores; sum of fit() {compute:.1f} s")
+        if k:
+            shared = sum(bool(r.get("gpu_shared")) for r in results)
+            note += (f"; {len({r.get('device') for r in results})} GPUs used, {shared} runs shared a GPU, "
+                     f"{runs / wall:.2f} runs/s")
         first_wall = first_wall if i else wall
         is_target = (n, policy) == (2, "") and device == "cpu"
-        ctx.table.add("sweep", f"12 runs ({size}), {n} worker(s){', OMP ' + policy if policy else ''}{tag}",
+        per = f", {k} per GPU" if k else ""
+        ctx.table.add("sweep", f"{runs} runs ({size}), {n} worker(s){per}{', OMP ' + policy if policy else ''}{tag}",
                       secs(wall), reference=secs(first_wall) if i else "", ratio=wall / first_wall if i else None,
                       target="<= 1.00x" if is_target else "", met=(wall <= first_wall) if is_target else None,
                       note=note)

@@ -34,7 +34,7 @@ def record(out: Path, extra: list[str]) -> None:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench import compose_config
+    from common import compose_config
     from vaebench.data import load_dataset
     from vaebench.data.split import split_indices
     from vaebench.train import fit

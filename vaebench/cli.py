@@ -1,6 +1,7 @@
 """`vaebench`: compose the config with Hydra and run one job (or, with -m, a sweep of them).
 
 Exit status: 0 when every job ran, whatever each job's status (ok, nan, oom, error: see result.json);
+1 when a device failed for good (a fatal CUDA error: its worker ran no further job), with one line naming it;
 2 for a mistake the user can fix (unknown key or option, bad value, bad data file, an output directory
 that cannot be written), with one line; 130 / 143 when Ctrl-C (SIGINT) / SIGTERM stopped it, with one line.
 """
@@ -20,15 +21,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from vaebench.claim import CLAIM_FILE, claimed
+from vaebench.claim import CLAIM_FILE, SLOTS_DIR, claimed
 from vaebench import cluster, launcher, sweep
 from vaebench.config import register_configs
 from vaebench.errors import UserError
 from vaebench.launcher import NOT_WRITTEN, cannot_write
-from vaebench.results import METRICS_FILE, RESULT_FILE
-from vaebench.sweep import job_dirname, report_job
+from vaebench.results import F, METRICS_FILE, RESULT_FILE
+from vaebench.sweep import job_dirname, report_job, report_not_run
 
 log = logging.getLogger("vaebench")
+device_failed = False  # a single run's device failed for good: main exits 1 (a sweep's: sweep.failed_devices)
 
 
 def conf_dir() -> str:
@@ -51,11 +53,22 @@ def config_groups() -> str:
     return "\n".join(lines)
 
 
-def parallel_jobs() -> int:
-    """Default number of parallel jobs: one per GPU, else one per core (see conf/hydra/launcher/parallel.yaml)."""
+def parallel_jobs(device: str = "auto", per_gpu: Optional[int] = None) -> int:
+    """Default number of parallel jobs (conf/hydra/launcher/parallel.yaml): on CUDA jobs_per_gpu per GPU (one
+    GPU for device=cuda:N), else one per core this process may use."""
+    from vaebench.device import available_cpus, device_type, jobs_per_gpu
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
+    if device_type(device) == "cpu" or not torch.cuda.is_available():
+        return available_cpus()
+    return jobs_per_gpu(per_gpu) * (1 if ":" in device else torch.cuda.device_count())
+
+
+def gpus() -> int:
+    """The GPUs this machine has (conf/hydra/launcher/local.yaml passes them to Submitit's local jobs)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def is_multirun() -> bool:
@@ -64,11 +77,17 @@ def is_multirun() -> bool:
 
 
 def threads_per_job() -> int:
-    """Torch threads for this job, so that parallel jobs x threads never exceed the cores."""
-    cores = os.cpu_count() or 1
+    """Torch threads for this job, from the CPUs this process may use (its affinity: under SLURM the job's
+    CPUs, not the node's), so that parallel jobs x threads never exceed them; a launcher's cpus_per_task
+    (Submitit) caps it."""
+    from vaebench.device import available_cpus
+
+    cores = available_cpus()
     hc = HydraConfig.get()
     if not is_multirun():
         return cores
+    if hc.launcher.get("cpus_per_task"):
+        return max(1, min(cores, hc.launcher.cpus_per_task))
     n_jobs = hc.launcher.get("n_jobs") or 1
     workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores
     return max(1, cores // workers)
@@ -77,7 +96,10 @@ def threads_per_job() -> int:
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def _task(cfg: DictConfig) -> Optional[float]:
     from vaebench.artifacts import where
+    from vaebench.device import DeviceFailed, broken
     from vaebench.task import run  # torch is imported only once Hydra has parsed the command line
+
+    global device_failed
 
     hc = HydraConfig.get()
     multirun = is_multirun()
@@ -87,10 +109,14 @@ def _task(cfg: DictConfig) -> Optional[float]:
     elif interactive:  # the progress bar replaces the epoch lines
         quiet_console(lambda r: r.name == "vaebench.epochs")
     out_dir = Path(hc.runtime.output_dir)
+    slot_dir = Path(hc.sweep.dir) / SLOTS_DIR if multirun else None  # each worker keeps one GPU slot
     try:
         with claimed(out_dir):  # a second sweep into the same directory waits here, then skips the finished job
-            result = run(cfg, out_dir, threads=threads_per_job(), progress_bar=interactive,
-                         job_num=hc.job.get("num") or 0, multirun=multirun)
+            result = run(cfg, out_dir, threads=threads_per_job(), progress_bar=interactive, slot_dir=slot_dir,
+                         multirun=multirun)
+    except DeviceFailed as e:  # an earlier job broke this worker's device: this one wrote nothing, a rerun runs it
+        print(report_not_run(Path(hc.sweep.dir), " ".join(hc.overrides.task), str(e)), flush=True)
+        return None
     except UserError as e:
         print(f"vaebench: error: {e}", file=sys.stderr)
         quiet_console(lambda r: True)  # the line above is the terminal's copy; run.log gets the record
@@ -105,10 +131,14 @@ def _task(cfg: DictConfig) -> Optional[float]:
             sys.exit(2)
         print(cannot_write(" ".join(hc.overrides.task), e), file=sys.stderr, flush=True)
         return NOT_WRITTEN
+    failure = broken() if result.get(F.device_failed) else None
     if multirun:
-        print(report_job(Path(hc.sweep.dir), result), flush=True)
-    else:  # the last line: where the result and the artifacts (model.pt, latent.csv) are
-        print(where(out_dir), flush=True)
+        print(report_job(Path(hc.sweep.dir), result, failure), flush=True)
+    else:
+        if failure:
+            print(f"vaebench: error: {failure}: rerun the command to retry the run", file=sys.stderr, flush=True)
+            device_failed = True
+        print(where(out_dir), flush=True)  # the last line: where the result and the artifacts are
     return result.get("val_recon_mse")  # the value a Hydra optimizing sweeper minimises
 
 
@@ -138,6 +168,7 @@ def quiet_console(drop: Callable[[logging.LogRecord], bool]) -> None:
 # their own directory name (hydra.sweep.subdir) there.
 OmegaConf.register_new_resolver("vaebench.parallel_jobs", parallel_jobs, replace=True)
 OmegaConf.register_new_resolver("vaebench.config_groups", config_groups, replace=True)
+OmegaConf.register_new_resolver("vaebench.gpus", gpus, replace=True)
 OmegaConf.register_new_resolver("vaebench.job_dirname", job_dirname, replace=True)
 
 
@@ -209,6 +240,8 @@ def main() -> None:
         raise
     if launcher.unwritable_jobs or cluster.unfinished_jobs:  # each said why in its own line; so does the exit status
         sys.exit(2)
+    if device_failed or sweep.failed_devices:  # said in one line per device
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ class Fault(Enum):  # trainer.fault: raise this failure in the first step, to ex
     oom = "oom"
     error = "error"
     diverge = "diverge"  # the loss becomes NaN (not named "nan": Hydra would read that as a float)
+    fatal = "fatal"  # a fatal device error (as CUDA's illegal memory access): the worker runs no further job
 
 
 @dataclass
@@ -86,6 +87,7 @@ class TrainerConfig:
     latent_metrics: bool = True  # score the latent space against the data's labels after training
     compile: bool = False  # torch.compile the step's forward and loss (opt-in; numbers within float tolerance)
     amp: bool = False  # bf16 autocast of the forward (opt-in; numbers move at bf16 precision)
+    cuda_graphs: bool = False  # torch.compile mode reduce-overhead of the whole step, optimizer included (opt-in)
     fault: Optional[Fault] = None
     # Artifacts beside result.json (vaebench/artifacts.py); null = on for a single run, off in a sweep (-m).
     save_model: Optional[bool] = None  # model.pt: weights, model config, the data preparation (vaebench-embed)
@@ -122,6 +124,7 @@ class Config:
     latent_dim: int = 20
     seed: int = 0
     device: str = "auto"
+    jobs_per_gpu: Optional[int] = None  # GPU jobs sharing one GPU; null = as many as fit (vaebench.device)
     resume: bool = True
 
     def __post_init__(self) -> None:
@@ -135,6 +138,8 @@ class Config:
         require(self.trainer.val_fraction + test < 1, "data.test_fraction",
                 f"with trainer.val_fraction={self.trainer.val_fraction} it leaves no training rows "
                 f"(their sum must be < 1), got {test}")
+        require(self.jobs_per_gpu is None or self.jobs_per_gpu >= 1, "jobs_per_gpu",
+                f"must be >= 1 or null, got {self.jobs_per_gpu}")
 
 
 SCHEMAS = {

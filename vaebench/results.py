@@ -117,6 +117,13 @@ class Result:
     error: Optional[str] = _info("the exception, for nan / oom / error")
     # Where and how.
     device: Optional[str] = _info("cpu, cuda:0, ...")
+    device_name: Optional[str] = _info("the GPU's model (torch.cuda.get_device_name), or the CPU's")
+    cuda_version: Optional[str] = _info("the CUDA version torch was built with (GPU runs)")
+    cudnn_version: Optional[int] = _info("the cuDNN version torch uses (GPU runs)")
+    gpu_shared: Optional[bool] = _info("another job held the same GPU during the run (GPU runs): an oom then may be "
+                                       "a neighbour's, so resume retries it")
+    device_failed: Optional[bool] = _info("the error broke the device (a fatal CUDA error such as an illegal memory "
+                                          "access): its worker ran no further job, the sweep exits 1")
     n_train: Optional[int] = _info("training rows")
     n_val: Optional[int] = _info("validation rows")
     n_test: Optional[int] = _info("test rows (data.test_fraction; 0 = none)")
@@ -164,7 +171,14 @@ def latent_field(score: str, reference: Optional[str] = None) -> str:
 
 
 # Keys that do not change what a run computes, left out of its identity.
-_NOT_IDENTITY = ("resume", "trainer.threads", "logger", "trainer.save_model", "trainer.save_latent")
+_NOT_IDENTITY = ("resume", "trainer.threads", "logger", "jobs_per_gpu", "trainer.save_model", "trainer.save_latent")
+
+
+def device_identity(config: dict[str, Any], device_type: str) -> dict[str, Any]:
+    """The config as its hash sees the device: a run on a GPU is `cuda` whatever was asked (auto, cuda, cuda:1,
+    so a sweep resumed on a GPU machine does not keep its CPU results, and the GPU a worker got does not matter).
+    A run on CPU keeps the value as written (auto or cpu), so no CPU run's hash changed with this rule."""
+    return {**config, "device": "cuda"} if device_type == "cuda" else config
 
 
 def config_hash(config: dict[str, Any], defaults: Optional[dict[str, Any]] = None) -> str:
@@ -244,10 +258,12 @@ def read_result(run_dir: Path) -> Optional[dict[str, Any]]:
 
 
 def finished_result(run_dir: Path, cfg_hash: str) -> Optional[dict[str, Any]]:
-    """The result a resumed sweep may keep: same configuration, and an ending a rerun would repeat."""
+    """The result a resumed sweep may keep: same configuration, and an ending a rerun would repeat (not an
+    oom on a GPU another job was using: that one may have been the neighbour's)."""
     result = read_result(run_dir)
     if result and result.get(F.config_hash) == cfg_hash and result[F.status] in FINISHED:
-        return result
+        if not (result[F.status] == "oom" and result.get(F.gpu_shared)):
+            return result
     return None
 
 

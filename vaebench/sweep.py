@@ -44,6 +44,8 @@ SWEEP_FILE = ".vaebench-sweep.json"  # job count and start time of the latest in
 PROGRESS_FILE = ".vaebench-progress.jsonl"  # one line per finished job, tagged with its invocation's id
 current_dir: Optional[Path] = None  # in the main process: the sweep running now (for the interrupt message)
 INVOCATION_ENV = "VAEBENCH_SWEEP"  # {"id": ..., "jobs": N} of the invocation a job belongs to
+NOT_RUN = "not_run"  # a job handed to a worker whose device had failed: nothing written, a rerun runs it
+failed_devices = 0  # in the main process: devices that failed for good in the last sweep (cli exits 1)
 
 
 def job_dirname(override_dirname: str) -> str:
@@ -104,6 +106,10 @@ class SweepCallback(Callback):
             try:
                 typed = [validate(compose(config_name=kwargs.get("config_name") or "config", overrides=overrides))
                          for overrides in distinct_value_jobs(jobs)]
+                from vaebench.device import check_device  # torch: only once a sweep starts
+
+                for device in sorted({cfg.device for cfg in typed}):  # cuda:N past the GPUs: before any job
+                    check_device(device)
                 checked = set()
                 for cfg in typed:  # each distinct data set and batch setting once: a bad file stops the sweep here
                     key = (repr(cfg.data), cfg.trainer.val_fraction, cfg.trainer.batch_size, cfg.trainer.drop_last)
@@ -137,6 +143,16 @@ class SweepCallback(Callback):
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         message = f"sweep done: {len(lines)} jobs ({summary}) in {time.time() - started:.1f} s; results in {sweep_dir}"
         log.info(message)
+        # One line per device that failed for good, with the jobs its worker then left: the exit status is 1.
+        failures: dict[str, int] = {}
+        for e in lines:
+            if e.get("device_failure"):
+                failures[e["device_failure"]] = failures.get(e["device_failure"], 0) + (e["status"] == NOT_RUN)
+        for failure, not_run in failures.items():
+            print(f"vaebench: error: {failure}; its worker ran no further job ({not_run} not run): rerun the same "
+                  f"command to resume them", file=sys.stderr, flush=True)
+        global failed_devices
+        failed_devices = len(failures)
 
 
 def announce(n_jobs: int, sweep_dir: Path, resume: bool) -> str:
@@ -165,12 +181,25 @@ def progress_entries(sweep_dir: Path) -> list[dict[str, Any]]:
         return []
 
 
-def report_job(sweep_dir: Path, result: dict[str, Any]) -> str:
-    """Record one finished job in the sweep's progress file and return its progress line."""
+def report_job(sweep_dir: Path, result: dict[str, Any], device_failure: Optional[str] = None) -> str:
+    """Record one finished job in the sweep's progress file and return its progress line. device_failure: the
+    words naming the device this job broke for good (vaebench.device.broken)."""
     status = "skipped" if result.get("skipped") else result["status"]
+    entry = {"status": status, "config_hash": result["config_hash"], "seconds": result.get("wall_time_s")}
+    return f"{_record(sweep_dir, entry, device_failure)} {describe(result, status)}"
+
+
+def report_not_run(sweep_dir: Path, job: str, device_failure: str) -> str:
+    """Record a job its worker could not run (its device had failed) and return its progress line."""
+    return f"{_record(sweep_dir, {'status': NOT_RUN}, device_failure)} {job or 'defaults'} -> not run (this worker's device failed)"
+
+
+def _record(sweep_dir: Path, entry: dict[str, Any], device_failure: Optional[str]) -> str:
+    """Append entry to the progress file, tagged with this invocation; the [k/N] counter after it."""
     invocation = this_invocation(sweep_dir)
-    entry = {"status": status, "config_hash": result["config_hash"], "seconds": result.get("wall_time_s"),
-             "sweep": invocation.get("id")}
+    entry["sweep"] = invocation.get("id")
+    if device_failure:
+        entry["device_failure"] = device_failure
     total = invocation.get("jobs")
     try:
         with open(sweep_dir / PROGRESS_FILE, "a+") as f:
@@ -183,6 +212,5 @@ def report_job(sweep_dir: Path, result: dict[str, Any]) -> str:
             fcntl.flock(f, fcntl.LOCK_UN)
     except OSError:  # a read-only sweep directory (a resumed, finished sweep): no counter, still a line
         done = "?"
-    counter = f"[{done}/{total}]" if total else f"[{done}]"
-    return f"{counter} {describe(result, status)}"
+    return f"[{done}/{total}]" if total else f"[{done}]"
 

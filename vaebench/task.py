@@ -1,11 +1,11 @@
 """One job end to end: check the config, skip if already finished, load data, train, and turn every
-failure into a result. Only user errors (bad config, bad data) escape, as UserError."""
+failure into a result. Only user errors (bad config, bad data) escape, as UserError; and DeviceFailed for a job
+handed to a worker whose device an earlier job broke."""
 
 from __future__ import annotations
 
 import gc
 import logging
-import os
 import platform
 import socket
 import time
@@ -20,14 +20,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vaebench import __version__
-from vaebench.config import Config, schema_defaults, validate
+from vaebench.config import schema_defaults, validate
 from vaebench.data import Dataset, load_dataset
-from vaebench.errors import UserError
 from vaebench.baselines import assess, held_out_scores
-from vaebench import artifacts
-from vaebench.results import DIVERGED, METRICS_FILE, F, Result, config_hash, describe, finished_result, write_result
+from vaebench import artifacts, claim
+from vaebench.results import (DIVERGED, METRICS_FILE, F, Result, config_hash, describe, device_identity,
+                              finished_result, write_result)
 from vaebench.data.split import run_split, split_seed
-from vaebench.device import is_out_of_memory, peak_memory_mb, pick_device, release_memory, reset_peak_memory
+from vaebench.device import (DeviceFailed, available_cpus, broken, check_device, deterministic_cuda, device_name,
+                             device_type, is_fatal, is_out_of_memory, mark_broken, peak_memory_mb, pick_device,
+                             release_memory, reset_peak_memory)
 from vaebench.precheck import require_split, require_training_batch
 from vaebench.progress import MetricsWriter, ProgressBar
 from vaebench import tracking
@@ -36,17 +38,17 @@ from vaebench.train import NonFiniteError, fit
 log = logging.getLogger(__name__)
 
 # Several jobs share one worker process under joblib: the matrix is loaded and moved to the device once.
-_resident: dict[str, Any] = {"key": None, "data": None, "tensor": None}
+_resident: dict[str, Any] = {"key": None, "tensor": None}
 
 
-def resident_data(cfg: Config, device: torch.device) -> tuple[Dataset, torch.Tensor]:
-    data = load_dataset(cfg.data, cfg.trainer.val_fraction, split_seed(cfg))  # the split, for data.scaler_fit=train
+def resident_tensor(data: Dataset, device: torch.device) -> torch.Tensor:
+    """The matrix on the device, uploaded once per worker (an out-of-memory here is the run's failure)."""
     key = f"{data.fingerprint}@{device}"
     if _resident["key"] != key:
-        _resident.update(key=None, data=None, tensor=None)
+        _resident.update(key=None, tensor=None)
         gc.collect()
-        _resident.update(key=key, data=data, tensor=torch.tensor(np.asarray(data.x), device=device))
-    return _resident["data"], _resident["tensor"]
+        _resident.update(key=key, tensor=torch.tensor(np.asarray(data.x), device=device))
+    return _resident["tensor"]
 
 
 def versions() -> dict[str, str]:
@@ -57,14 +59,26 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def device_broke(result: Result, device: torch.device, error: str) -> None:
+    """A fatal device error: this process's CUDA context is unusable, so it runs no further job (cli, sweep:
+    the command exits 1 naming the device)."""
+    result.device_failed = True
+    log.error("the device is broken for this process: %s", mark_broken(device, result.device_name, error))
+
+
 def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_bar: bool = False,
-        job_num: int = 0, multirun: bool = False) -> dict[str, Any]:
+        slot_dir: Optional[Path] = None, multirun: bool = False) -> dict[str, Any]:
     """Run the job `cfg` into out_dir and return its result (also written as out_dir/result.json), with the
-    artifacts that vaebench.artifacts.wanted asks for (multirun: part of a sweep)."""
+    artifacts that vaebench.artifacts.wanted asks for (multirun: part of a sweep).
+
+    slot_dir: in a sweep, the directory of the GPU slot files (vaebench.claim.gpu_slot): a worker keeps one GPU.
+    Raises DeviceFailed, writing nothing, when an earlier job of this process broke its device."""
     checked = time.perf_counter()
     typed = validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    cfg_hash = config_hash(resolved, schema_defaults(typed))
+    check_device(typed.device)
+    kind = device_type(typed.device)
+    cfg_hash = config_hash(device_identity(resolved, kind), schema_defaults(typed))
     out_dir.mkdir(parents=True, exist_ok=True)
     wants = artifacts.wanted(typed.trainer, multirun)
     if typed.resume:
@@ -74,14 +88,15 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         if kept:
             log.info("skipped: %s already holds a finished result (status %s)", out_dir, done["status"])
             return {**done, "skipped": True, "wall_time_s": time.perf_counter() - checked}
+    if broken():
+        raise DeviceFailed(broken())
 
-    # A SLURM job gets the CPUs it asked for (cpus_per_task), not the whole node's cores.
-    torch.set_num_threads(typed.trainer.threads or threads or int(os.environ.get("SLURM_CPUS_PER_TASK") or 0)
-                          or os.cpu_count() or 1)
-    device = pick_device(typed.device, job_num)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"config key 'device': {typed.device} asked for, but CUDA is not available; use device=auto")
-    data, x = resident_data(typed, device)  # UserError on bad data: not a result, the user must fix it
+    torch.set_num_threads(typed.trainer.threads or threads or available_cpus())
+    if kind == "cuda":
+        deterministic_cuda()  # before the job's first CUDA work
+    device = pick_device(typed.device, slot_dir, typed.jobs_per_gpu)
+    # UserError on bad data: not a result, the user must fix it. The split, for data.scaler_fit=train.
+    data = load_dataset(typed.data, typed.trainer.val_fraction, split_seed(typed))
     split = run_split(typed, len(data.x), data.labels)
     train_idx, val_idx = split.train, split.val  # split.test: held out from training and stopping, scored after
     require_split(len(data.x), len(train_idx), len(val_idx), len(split.test))
@@ -93,7 +108,10 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         n_val=len(val_idx), n_features=data.x.shape[1], config_hash=cfg_hash, data_fingerprint=data.fingerprint,
         n_test=len(split.test),
         data=data.preprocessing, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        host=socket.gethostname(), versions=versions(), config=resolved)
+        host=socket.gethostname(), versions=versions(), config=resolved, device_name=device_name(device))
+    if device.type == "cuda":
+        result.update(cuda_version=torch.version.cuda, cudnn_version=torch.backends.cudnn.version(),
+                      gpu_shared=bool(slot_dir is not None and claim.gpu_slot_shared()))
     tracker = tracking.start(typed.logger, resolved, result, out_dir)  # a no-op unless logger=mlflow
     metrics = MetricsWriter(out_dir / METRICS_FILE)
     bar = ProgressBar(typed.trainer.max_epochs) if progress_bar else None
@@ -104,9 +122,10 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         if bar:
             bar(row)
 
-    reset_peak_memory(device)
     started = time.perf_counter()
-    try:
+    try:  # from the upload on, every failure is the run's result
+        reset_peak_memory(device)
+        x = resident_tensor(data, device)
         outcome = fit(typed, x, train_idx, val_idx, on_epoch=on_epoch)
         final = outcome.final
         result.update(status="ok", epochs_run=outcome.epochs_run, converged=outcome.converged,
@@ -125,13 +144,18 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         except Exception as e:  # noqa: BLE001
             result.scoring_error = f"{type(e).__name__}: {e}"
             log.error("scoring after training failed; the trained result is kept:\n%s", traceback.format_exc())
+            if is_fatal(e, device):
+                device_broke(result, device, result.scoring_error)
         if result.collapsed:
             log.warning("the model did not learn: %s", result.collapse_reason)
     except NonFiniteError as e:
         result.update(status=DIVERGED, error=str(e))
     except Exception as e:  # noqa: BLE001 - a failing configuration is a result, never the end of a sweep
-        result.update(status="oom" if is_out_of_memory(e) else "error", error=f"{type(e).__name__}: {e}")
+        fatal = is_fatal(e, device)
+        result.update(status="oom" if is_out_of_memory(e) and not fatal else "error", error=f"{type(e).__name__}: {e}")
         log.error("run failed (%s):\n%s", result.status, traceback.format_exc())
+        if fatal:
+            device_broke(result, device, result.error)
     finally:
         metrics.close()
         if bar:
@@ -140,6 +164,8 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         done = metrics.rows
         result.update(stop_reason=result.status, epochs_run=len(done), failed_epoch=len(done) + 1,
                       best_val_recon_mse=min((r["val_recon_mse"] for r in done), default=None))
+    if device.type == "cuda" and slot_dir is not None and not result.gpu_shared:
+        result.gpu_shared = claim.gpu_slot_shared()  # a neighbour that came during the run counts too
     result.wall_time_s = round(time.perf_counter() - started, 3)
     result.peak_memory_mb, result.peak_memory_kind = peak_memory_mb(device)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")

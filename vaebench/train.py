@@ -4,7 +4,7 @@ permutation, validation under inference_mode, a stopping rule (the study's, or p
 Per step the loop does only the model's own work: rows are gathered straight from the resident matrix
 (no per-run copy of the training rows), loss terms are summed on the device (one transfer per epoch),
 and on CPU freed memory stays in the process for the next step (vaebench.device.retain_freed_memory). BENCHMARKS.md
-measures it against the bare matrix products. trainer.compile and trainer.amp are opt-in.
+measures it against the bare matrix products. trainer.compile, trainer.amp and trainer.cuda_graphs are opt-in.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from vaebench.config import Config
 from vaebench.device import release_heap, retain_freed_memory
-from vaebench.config import Stopping
+from vaebench.config import Fault, Stopping
 from vaebench.models import BaseVAE, ForwardOutput, LossMode, build_model
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,10 @@ def forward_loss(model: BaseVAE, compile: bool, amp: bool) -> Callable[[Tensor, 
     def step(xb: Tensor, kld_weight: float) -> dict[str, Tensor]:
         return model.loss(model_output(model, xb, amp), xb, kld_weight)
 
-    if not compile:
-        return step
+    return _compiled(step) if compile else step
+
+
+def _compiled(fn: Callable, mode: Optional[str] = None) -> Callable:
     import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
 
@@ -154,7 +156,26 @@ def forward_loss(model: BaseVAE, compile: bool, amp: bool) -> Callable[[Tensor, 
     # jobs; past dynamo's default limit of 8 it would fall back to eager without a word.
     limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
     setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 64))
-    return torch.compile(step, dynamic=False)
+    return torch.compile(fn, dynamic=False, mode=mode)
+
+
+def whole_step(model: BaseVAE, optimizer: torch.optim.Optimizer, grad_clip: Optional[float], amp: bool,
+               diverge: bool) -> Callable[[Tensor, Tensor], dict[str, Tensor]]:
+    """trainer.cuda_graphs: the whole training step (forward, loss, backward, clipping, optimizer step) through
+    torch.compile's reduce-overhead mode, which on a GPU replays each compiled part as a CUDA graph: one launch
+    instead of ~100 small kernels and their Python. The KL weight comes in as a tensor and the learning rate is
+    one (fit), so neither recompiles when it changes. On CPU it is compiled without graphs."""
+    def step(xb: Tensor, kld_weight: Tensor) -> dict[str, Tensor]:
+        terms = model.loss(model_output(model, xb, amp), xb, kld_weight)
+        loss = terms["loss"] * float("nan") if diverge else terms["loss"]  # trainer.fault=diverge
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+    return _compiled(step, mode="reduce-overhead")
 
 
 class Stopper:
@@ -206,7 +227,11 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
     opt_cfg = {k: v for k, v in vars(cfg.optimizer).items() if k != "name"}
     if "betas" in opt_cfg:
         opt_cfg["betas"] = tuple(opt_cfg["betas"])
-    optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), lr=cfg.lr, **opt_cfg)
+    if t.cuda_graphs:  # a tensor learning rate: the scheduler updates it in place, the compiled step stays valid
+        opt_cfg["lr"] = torch.tensor(cfg.lr, device=device)
+        if device.type == "cuda" and cfg.optimizer.name != "sgd":
+            opt_cfg["capturable"] = True  # the step counters on the GPU, as a CUDA graph needs them
+    optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), **{"lr": cfg.lr, **opt_cfg})
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.scheduler_gamma)
 
     # Batches gather their rows straight from x: no copy of the training rows per run.
@@ -221,6 +246,8 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
     if device.type == "cpu":
         retain_freed_memory()
     step_loss = forward_loss(model, t.compile, t.amp)
+    step_all = whole_step(model, optimizer, cfg.model.grad_clip, t.amp, t.fault is Fault.diverge) \
+        if t.cuda_graphs else None
     generator = torch.Generator().manual_seed(cfg.seed)
     fault = t.fault.value if t.fault else None
     per_batch = cfg.model.loss_mode is LossMode.paper
@@ -230,12 +257,20 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
     try:
         for epoch in range(1, t.max_epochs + 1):
             started = time.perf_counter()
-            lr_now = optimizer.param_groups[0]["lr"]
+            lr_now = float(optimizer.param_groups[0]["lr"])
             kld_now = kld_train * cfg.model.kl_warmup(epoch)
             order = train_rows[torch.randperm(n_train, generator=generator).to(device)]
+            kld_tensor = torch.tensor(kld_now, device=device) if step_all else None  # one copy an epoch, not a step
             sums = EpochMeans(per_batch)
             for start, end in bounds:
                 xb = x.index_select(0, order[start:end])
+                if step_all is not None:
+                    if fault is not None and fault != "diverge":
+                        _inject(fault, None)
+                    # A CUDA graph's outputs are overwritten by its next replay: keep copies.
+                    terms = {k: v.clone() for k, v in step_all(xb, kld_tensor).items()}
+                    sums.add(terms, end - start)
+                    continue
                 terms = step_loss(xb, kld_now)
                 loss = terms["loss"]
                 if fault is not None:
@@ -276,10 +311,12 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
                      best_val_recon_mse=min(r["val_recon_mse"] for r in history), model=model, history=history)
 
 
-def _inject(fault: str, loss: Tensor) -> Tensor:
+def _inject(fault: str, loss: Optional[Tensor]) -> Tensor:
     """trainer.fault: exercise the failure paths of a sweep on purpose (tests, demos)."""
     if fault == "oom":
         raise MemoryError("injected by trainer.fault=oom")
     if fault == "error":
         raise RuntimeError("injected by trainer.fault=error")
+    if fault == "fatal":  # the message of a sticky CUDA error: vaebench.device.is_fatal knows it by this
+        raise RuntimeError("CUDA error: an illegal memory access was encountered (injected by trainer.fault=fatal)")
     return loss * float("nan")

@@ -96,6 +96,18 @@ def test_results_csv_round_trips(tmp_path):
     assert (tmp_path / "runs" / "aggregate").exists() is False  # --out was honoured
 
 
+def test_an_earlier_results_csv_reports_like_its_result_files(tmp_path):
+    """A study re-reported from its results.csv alone (no result.json) gives the same numbers."""
+    additive_grid(tmp_path / "runs")
+    write_run(tmp_path / "runs", "diverged", optimizer="sgd", lr=1e-1, seed=2, status="diverged")
+    first = agg.aggregate([tmp_path / "runs"], tmp_path / "first", None, ["png"])
+    again = agg.aggregate([tmp_path / "first" / "results.csv"], tmp_path / "again", None, ["png"])
+    pd.testing.assert_frame_equal(first, again)
+    report = (tmp_path / "again" / "report.md").read_text()
+    assert "rows of results.csv tables" in report and "0 result files" not in report
+    assert pd.read_csv(tmp_path / "again" / "results.csv", keep_default_na=False)["status"].tolist().count("diverged") == 1
+
+
 def test_resumed_sweep_keeps_newest_finished_result(tmp_path):
     same = {"config_hash": "h1"}
     write_run(tmp_path, "first", val_recon_mse=0.4, finished_at="2026-01-01T00:00:00+00:00", **same)

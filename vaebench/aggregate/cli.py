@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from vaebench.aggregate.collect import Scan, cells, experiments, levels, numeric_fields, scan, successful, tabulate
+from vaebench.aggregate.collect import (Scan, cells, experiments, levels, numeric_fields, read_table, scan, successful,
+                                        tabulate)
 from vaebench.aggregate.plots import plot_model, plot_overview, save
 from vaebench.aggregate.report import md_table, rho_table, summary, write_index, write_report
 from vaebench.aggregate.stats import RECON, has_baselines, learning, recon_vs_latent
@@ -39,14 +40,21 @@ def aggregate(paths: Sequence[Path], out: Path, metric: Optional[str], formats: 
     for p in paths:
         if not p.exists():
             raise UserError(f"no such file or directory: {p}")
-    scanned = scan(paths)
+    # A results.csv (an earlier aggregate's) is read as it is: re-reporting a study with this version needs only
+    # its table, not the result.json files it came from.
+    tables = [p for p in paths if p.is_file() and p.suffix == ".csv"]
+    scanned = scan([p for p in paths if p not in tables])
     for p, why in scanned.corrupt:
         print(f"{PROG}: skipped corrupt {p}: {why}", file=sys.stderr)
-    if not scanned.results:
+    frames = [read_table(p).drop(columns=EXPERIMENT, errors="ignore") for p in tables]
+    scanned.table_rows = sum(len(t) for t in frames)
+    if not scanned.results and not scanned.table_rows:
         raise UserError(f"no readable {RESULT_FILE} below {', '.join(map(str, paths))} "
                         f"({len(scanned.missing) + len(scanned.partial)} runs without a result yet, "
                         f"{len(scanned.corrupt)} corrupt)")
     df, dropped = tabulate(scanned.results)
+    if frames:
+        df = pd.concat([df, *frames], ignore_index=True) if len(df) else pd.concat(frames, ignore_index=True)
     if metric is None:
         metric = default_metric(df)
         print(f"metric: {metric} (the default for these results; --metric to choose another)")
@@ -127,7 +135,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                      "study's dot-plots (one figure per model and an overview) and write report.md, which says "
                      "how much each hyper-parameter matters per model.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                        help="run or sweep directories (searched at any depth), or result.json files")
+                        help="run or sweep directories (searched at any depth), result.json files, or a results.csv an earlier "
+                        "vaebench-aggregate wrote (its rows are taken as they are)")
     parser.add_argument("--out", type=Path, help="output directory (default: <first PATH>/aggregate)")
     parser.add_argument("--metric", help="numeric result field to compare (default: recon_vs_mean, the ratio to "
                         "the mean predictor, when every successful run recorded it, else val_recon_mse); lower is "

@@ -34,6 +34,7 @@ class Scan:
     corrupt: list[tuple[Path, str]] = field(default_factory=list)  # result.json that cannot be used
     partial: list[Path] = field(default_factory=list)  # an interrupted atomic write: temp file, no result
     missing: list[Path] = field(default_factory=list)  # a run dir without result: still running, or killed
+    table_rows: int = 0  # runs read from results.csv tables given as PATH (an earlier aggregate's)
 
 
 def scan(paths: Sequence[Path]) -> Scan:

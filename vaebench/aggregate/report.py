@@ -254,7 +254,9 @@ def learning_lines(df: pd.DataFrame) -> list[str]:
 
 
 def _read_from(scanned: Scan, paths: Sequence[Path], runs: int, dropped: int, part: bool = False) -> str:
-    return (f"Read from {', '.join(f'`{p}`' for p in paths)}: {len(scanned.results)} result files, "
+    read = [f"{len(scanned.results)} result files"] if scanned.results or not scanned.table_rows else []
+    read += [f"{scanned.table_rows} rows of results.csv tables"] if scanned.table_rows else []
+    return (f"Read from {', '.join(f'`{p}`' for p in paths)}: {', '.join(read)}, "
             + (f"{runs} runs of this experiment" if part else f"{runs} runs after de-duplication")
             + (f" ({dropped} older or superseded results of the same configuration dropped)" if dropped else ""))
 

@@ -1,29 +1,37 @@
 """The study's TCGA-11 grid under two objectives, side by side, as markdown tables (docs/study-tcga11.md).
 
-    .venv/bin/python docs/study_objectives.py PAPER_SWEEP_DIR ELBO_SWEEP_DIR
+    .venv/bin/python docs/study_objectives.py --paper PATH... --elbo PATH...
 
-Reads every result.json below the two sweep directories (vaebench -m +experiment=study_tcga11 ... and
-+experiment=study_tcga11_elbo ...). Every number quoted in the "two objectives" part of the study doc comes
-from here.
+Each PATH is a sweep directory (every result.json below it is read) or a results.csv that vaebench-aggregate
+wrote, so the committed tables (docs/study-tcga11-rerun/*/results.csv) and new sweeps of the same grid can
+be read together: --paper (vaebench -m +experiment=study_tcga11 ...), --elbo (+experiment=study_tcga11_elbo
+...). Every number quoted in the "two objectives" part of the study doc comes from here.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import pandas as pd
 from scipy.stats import spearmanr
 
-from vaebench.results import DIVERGED, RESULT_FILE, read_result
+from vaebench.aggregate.collect import read_table, scan, tabulate
+from vaebench.results import DIVERGED
 
 CELL = ["model", "optimizer", "lr", "latent_dim"]
 MODELS = ["vae", "iwae", "infovae", "logcosh"]
 
 
-def load(sweep_dir: str, objective: str) -> pd.DataFrame:
-    rows = [read_result(p.parent) for p in sorted(Path(sweep_dir).rglob(RESULT_FILE))]
-    df = pd.DataFrame([r for r in rows if r is not None]).drop(columns=["config", "data", "versions"])
+def load(paths: list[Path], objective: str) -> pd.DataFrame:
+    """The runs of one objective, read as vaebench-aggregate reads them (one row per configuration)."""
+    tables = [p for p in paths if p.suffix == ".csv"]
+    frames = [read_table(p) for p in tables]
+    found = scan([p for p in paths if p not in tables])
+    if found.results:
+        frames.append(tabulate(found.results)[0])
+    df = pd.concat(frames, ignore_index=True)
+    df["collapsed"] = df["collapsed"].isin([True, "True"])  # null (failed runs) is not collapsed
     df["objective"] = objective
     return df
 
@@ -115,8 +123,12 @@ def claims(runs: pd.DataFrame) -> None:
     print(table(pd.DataFrame(rows).set_index(["objective", "model"])))
 
 
-def main(paper_dir: str, elbo_dir: str) -> None:
-    runs = pd.concat([load(paper_dir, "paper"), load(elbo_dir, "elbo")], ignore_index=True)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--paper", nargs="+", type=Path, required=True)
+    parser.add_argument("--elbo", nargs="+", type=Path, required=True)
+    args = parser.parse_args()
+    runs = pd.concat([load(args.paper, "paper"), load(args.elbo, "elbo")], ignore_index=True)
     runs = runs.sort_values(["objective", "model"], ascending=[False, True], key=lambda c: c.map(
         lambda v: MODELS.index(v) if v in MODELS else v))
     print(f"{len(runs)} runs: " + ", ".join(f"{o} {n}" for o, n in runs.groupby("objective", sort=False).size().items()))
@@ -131,6 +143,4 @@ def main(paper_dir: str, elbo_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main()

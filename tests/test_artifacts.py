@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 import pandas as pd
@@ -253,7 +252,24 @@ def test_results_from_before_test_fraction_share_an_experiment_with_test_fractio
     write_run(tmp_path, "old", seed=0)
     write_run(tmp_path, "new", seed=1, config=new)
     write_run(tmp_path, "saved", seed=2, config={**new, "trainer": {"max_epochs": 30, "save_model": True}})
+    # Nor do keys outside a run's identity (results.NOT_IDENTITY): GPU sharing, the tracking server.
+    write_run(tmp_path, "shared-gpu", seed=4, config={**new, "jobs_per_gpu": 2, "logger": {"experiment": "x"}})
     assert agg.experiments(table(tmp_path)).differ_in == []
     write_run(tmp_path, "held-out", seed=3, config={**new, "data": {"test_fraction": 0.2}})
     split = agg.experiments(table(tmp_path))
-    assert split.differ_in == ["config.data.test_fraction"] and sorted(split.number) == [1, 1, 1, 2]
+    assert split.differ_in == ["config.data.test_fraction"] and sorted(split.number) == [1, 1, 1, 1, 2]
+
+
+def test_a_failed_save_keeps_the_trained_result(tmp_path, monkeypatch):
+    """Saving model.pt / latent.csv can fail (disk, anndata); the run's result.json is written all the same."""
+    frame_path = tmp_path / "counts.tsv"
+    counts_file(frame_path)
+
+    def broken_save(*args, **kwargs):
+        raise ValueError("no space for latent.csv")
+
+    monkeypatch.setattr("vaebench.task.artifacts.save", broken_save)
+    result = run(table_config(frame_path, "trainer.save_model=true"), tmp_path / "run")
+    assert result["status"] == "ok" and result["artifact_error"] == "ValueError: no space for latent.csv"
+    assert read_result(tmp_path / "run")["artifact_error"] == result["artifact_error"]
+    assert not (tmp_path / "run" / MODEL_FILE).exists()

@@ -273,3 +273,27 @@ def test_whole_compiled_step_trains_close_to_eager(model, optimizer, tmp_path):
     assert whole["val_recon_mse"] == pytest.approx(eager["val_recon_mse"], rel=1e-3)
     for key in ("val_loss", "train_loss"):  # infovae: gradient clipping inside the step
         assert whole[key] == pytest.approx(eager[key], rel=1e-2), key
+
+
+def test_cuda_is_checked_before_a_sweep_only_where_its_jobs_run():
+    """A SLURM sweep is submitted from a machine (a login node) that need not see the nodes' GPUs."""
+    from hydra import compose, initialize_config_dir
+
+    from vaebench.cli import conf_dir
+    from vaebench.config import register_configs
+    from vaebench.sweep import devices_seen_here
+
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        launchers = {name: compose(config_name="config", overrides=[f"hydra/launcher={name}"],
+                                   return_hydra_config=True).hydra.launcher
+                     for name in ("parallel", "local", "slurm", "slurm_cpu")}
+    assert {name: devices_seen_here(cfg) for name, cfg in launchers.items()} == {
+        "parallel": True, "local": True, "slurm": False, "slurm_cpu": False}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_sweep_asking_for_cuda_without_it_stops_before_any_job(tmp_path):
+    proc = run_cli("-m", *TINY, "device=cuda", "seed=0,1", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 2 and "config key 'device': cuda asked for, but CUDA is not available" in proc.stderr
+    assert not list(tmp_path.rglob("result.json"))

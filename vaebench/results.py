@@ -108,6 +108,8 @@ class Result:
     latent_seconds: Optional[float] = _metric("lower", "seconds the latent scores took")
     baseline_seconds: Optional[float] = _metric("lower", "seconds the baselines and collapse diagnostics took "
                                                          "(near 0 when cached)")
+    artifact_error: Optional[str] = _info("an exception while saving model.pt / latent.csv: the result is kept, "
+                                          "the files are not (a resume trains the run again for them)")
     scoring_error: Optional[str] = _info("an exception in the scoring after training (baselines, latent scores): "
                                          "the trained result is kept, the scores stay null")
     latent_note: Optional[str] = _info("why the latent scores are null although the data has labels "
@@ -171,7 +173,7 @@ def latent_field(score: str, reference: Optional[str] = None) -> str:
 
 
 # Keys that do not change what a run computes, left out of its identity.
-_NOT_IDENTITY = ("resume", "trainer.threads", "logger", "jobs_per_gpu", "trainer.save_model", "trainer.save_latent")
+NOT_IDENTITY = ("resume", "trainer.threads", "logger", "jobs_per_gpu", "trainer.save_model", "trainer.save_latent")
 
 
 def device_identity(config: dict[str, Any], device_type: str) -> dict[str, Any]:
@@ -189,7 +191,7 @@ def config_hash(config: dict[str, Any], defaults: Optional[dict[str, Any]] = Non
     that never set it: a resumed sweep still finds them finished.
     """
     ident = json.loads(json.dumps(config, default=str))
-    for dotted in _NOT_IDENTITY:
+    for dotted in NOT_IDENTITY:
         *parents, leaf = dotted.split(".")
         node = ident
         for p in parents:

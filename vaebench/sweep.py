@@ -99,6 +99,13 @@ def one_line(error: BaseException) -> str:
     return "; ".join(parts)
 
 
+def devices_seen_here(launcher: DictConfig) -> bool:
+    """Whether the sweep's jobs run on this machine (joblib, Submitit local), so its GPUs are theirs. Not under
+    SLURM: the jobs run on nodes whose GPUs the submitting machine (often a login node without one) cannot
+    see; each job checks its own device."""
+    return "slurm" not in str(launcher.get("_target_", "")).lower()
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = job_overrides(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
@@ -108,8 +115,9 @@ class SweepCallback(Callback):
                          for overrides in distinct_value_jobs(jobs)]
                 from vaebench.device import check_device  # torch: only once a sweep starts
 
-                for device in sorted({cfg.device for cfg in typed}):  # cuda:N past the GPUs: before any job
-                    check_device(device)
+                if devices_seen_here(config.hydra.launcher):  # cuda:N past the GPUs: before any job
+                    for device in sorted({cfg.device for cfg in typed}):
+                        check_device(device)
                 checked = set()
                 for cfg in typed:  # each distinct data set and batch setting once: a bad file stops the sweep here
                     key = (repr(cfg.data), cfg.trainer.val_fraction, cfg.trainer.batch_size, cfg.trainer.drop_last)

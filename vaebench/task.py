@@ -13,7 +13,7 @@ import traceback
 from importlib import metadata
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -86,8 +86,8 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         kept = done is not None and (done[F.status] != "ok"  # a failed run saves nothing
                                      or artifacts.present(out_dir, wants, artifacts.anndata_input(typed.data)))
         if kept:
-            log.info("skipped: %s already holds a finished result (status %s)", out_dir, done["status"])
-            return {**done, "skipped": True, "wall_time_s": time.perf_counter() - checked}
+            log.info("skipped: %s already holds a finished result (status %s)", out_dir, done[F.status])
+            return {**done, "skipped": True, F.wall_time_s: time.perf_counter() - checked}
     if broken():
         raise DeviceFailed(broken())
 
@@ -133,19 +133,23 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
                       still_improving=outcome.still_improving, best_val_recon_mse=outcome.best_val_recon_mse,
                       val_recon_mse=final["val_recon_mse"], val_recon=final["val_recon"],
                       val_loss=final["val_loss"], train_loss=final["train_loss"])
-        try:  # scoring after training: a failure here never discards the trained result
-            result.update(**assess(outcome.model, typed.model, x, data.labels, data.fingerprint, train_idx,
-                                   val_idx, result.val_recon_mse, typed.trainer.batch_size, typed.seed,
-                                   latent_scores=typed.trainer.latent_metrics))
-            if len(split.test):
-                kld_val = typed.model.kld_weights(typed.trainer.batch_size, len(train_idx), len(val_idx))[1]
-                result.update(**held_out_scores(outcome.model, x, train_idx, split.test, typed.trainer.batch_size,
-                                                kld_val, typed.trainer.amp))
-        except Exception as e:  # noqa: BLE001
-            result.scoring_error = f"{type(e).__name__}: {e}"
-            log.error("scoring after training failed; the trained result is kept:\n%s", traceback.format_exc())
-            if is_fatal(e, device):
-                device_broke(result, device, result.scoring_error)
+
+        def scored(compute: Callable[[], dict[str, Any]]) -> None:  # a failure never discards the trained result
+            try:
+                result.update(**compute())
+            except Exception as e:  # noqa: BLE001
+                result.scoring_error = f"{type(e).__name__}: {e}"
+                log.error("scoring after training failed; the trained result is kept:\n%s", traceback.format_exc())
+                if is_fatal(e, device):
+                    device_broke(result, device, result.scoring_error)
+
+        scored(lambda: assess(outcome.model, typed.model, x, data.labels, data.fingerprint, train_idx, val_idx,
+                              result.val_recon_mse, typed.trainer.batch_size, typed.seed,
+                              latent_scores=typed.trainer.latent_metrics))
+        if len(split.test) and not result.device_failed:
+            kld_val = typed.model.kld_weights(typed.trainer.batch_size, len(train_idx), len(val_idx))[1]
+            scored(lambda: held_out_scores(outcome.model, x, train_idx, split.test, typed.trainer.batch_size,
+                                           kld_val, typed.trainer.amp))
         if result.collapsed:
             log.warning("the model did not learn: %s", result.collapse_reason)
     except NonFiniteError as e:
@@ -169,8 +173,12 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     result.wall_time_s = round(time.perf_counter() - started, 3)
     result.peak_memory_mb, result.peak_memory_kind = peak_memory_mb(device)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if result.status == "ok":  # before result.json: a run killed in between trains again on resume
-        artifacts.save(out_dir, wants, outcome.model, typed, resolved, data, x, split)
+    if result.status == "ok" and not result.device_failed:  # before result.json: a run killed in between
+        try:                                                     # trains again on resume
+            artifacts.save(out_dir, wants, outcome.model, typed, resolved, data, x, split)
+        except Exception as e:  # noqa: BLE001 - the trained result is kept; a resume trains again for the files
+            result.artifact_error = f"{type(e).__name__}: {e}"
+            log.error("saving the artifacts failed; the result is kept:\n%s", traceback.format_exc())
     write_result(out_dir, result)
     tracker.finish(result, out_dir)  # after result.json: a tracking failure can no longer cost the result
     release_memory(device)

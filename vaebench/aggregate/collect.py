@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from vaebench.results import F, FAILED, FINISHED, IDENTITY, METRICS_FILE, NULLABLE_NUMBERS, OLD_STATUSES, REQUIRED, \
-    RESULT_FILE, read_result
+from vaebench.results import (F, FAILED, FINISHED, IDENTITY, METRICS_FILE, NOT_IDENTITY, NULLABLE_NUMBERS,
+                              OLD_STATUSES, REQUIRED, RESULT_FILE, read_result)
 
 AXES = (F.optimizer, F.lr, F.latent_dim)  # the study's grid; one figure panel per optimizer
 CELL = (F.model, *AXES)  # one dot
@@ -199,9 +199,12 @@ def _settings(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 def other_settings_that_vary(df: pd.DataFrame) -> list[str]:
     """config.* keys that differ within one model and optimizer besides lr, latent_dim and seed: runs of
     different experiments (another data set, max_epochs, ...) would be averaged into one dot."""
-    skip = {"config.lr", "config.latent_dim", "config.seed", "config.resume", "config.trainer.threads",
-            "config.device", "config.trainer.save_model", "config.trainer.save_latent"}  # not what a run computes
-    config = [c for c in df.columns if c.startswith("config.") and c not in skip]
+    swept = {"config.lr", "config.latent_dim", "config.seed", "config.device"}  # device: the same run on cpu or cuda
+
+    def computes(column: str) -> bool:  # keys outside a run's identity (results.NOT_IDENTITY) never split
+        return not any(column == f"config.{k}" or column.startswith(f"config.{k}.") for k in NOT_IDENTITY)
+
+    config = [c for c in df.columns if c.startswith("config.") and c not in swept and computes(c)]
     settings = _settings(df, config)
     varying = set()
     for _, group in settings.groupby([df[F.model], df[F.optimizer]]):

@@ -26,11 +26,7 @@ MODELS = ["vae", "iwae", "infovae", "logcosh"]
 def load(paths: list[Path], objective: str) -> pd.DataFrame:
     """The runs of one objective, read as vaebench-aggregate reads them (one row per configuration)."""
     tables = [p for p in paths if p.suffix == ".csv"]
-    frames = [read_table(p) for p in tables]
-    found = scan([p for p in paths if p not in tables])
-    if found.results:
-        frames.append(tabulate(found.results)[0])
-    df = pd.concat(frames, ignore_index=True)
+    df = tabulate(scan([p for p in paths if p not in tables]).results, [read_table(p) for p in tables])[0]
     df["collapsed"] = df["collapsed"].isin([True, "True"])  # null (failed runs) is not collapsed
     df["objective"] = objective
     return df

@@ -103,6 +103,10 @@ def test_an_earlier_results_csv_reports_like_its_result_files(tmp_path):
     first = agg.aggregate([tmp_path / "runs"], tmp_path / "first", None, ["png"])
     again = agg.aggregate([tmp_path / "first" / "results.csv"], tmp_path / "again", None, ["png"])
     pd.testing.assert_frame_equal(first, again)
+    # A table and the result files it came from, given together, count each run once.
+    both = agg.aggregate([tmp_path / "runs", tmp_path / "first" / "results.csv"], tmp_path / "both", None, ["png"])
+    pd.testing.assert_frame_equal(first, both)
+    assert len(pd.read_csv(tmp_path / "both" / "results.csv")) == len(pd.read_csv(tmp_path / "first" / "results.csv"))
     report = (tmp_path / "again" / "report.md").read_text()
     assert "rows of results.csv tables" in report and "0 result files" not in report
     assert pd.read_csv(tmp_path / "again" / "results.csv", keep_default_na=False)["status"].tolist().count("diverged") == 1

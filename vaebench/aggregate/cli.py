@@ -52,9 +52,7 @@ def aggregate(paths: Sequence[Path], out: Path, metric: Optional[str], formats: 
         raise UserError(f"no readable {RESULT_FILE} below {', '.join(map(str, paths))} "
                         f"({len(scanned.missing) + len(scanned.partial)} runs without a result yet, "
                         f"{len(scanned.corrupt)} corrupt)")
-    df, dropped = tabulate(scanned.results)
-    if frames:
-        df = pd.concat([df, *frames], ignore_index=True) if len(df) else pd.concat(frames, ignore_index=True)
+    df, dropped = tabulate(scanned.results, frames)  # a run both in a table and as a file counts once
     if metric is None:
         metric = default_metric(df)
         print(f"metric: {metric} (the default for these results; --metric to choose another)")

@@ -100,18 +100,22 @@ def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
         into[prefix] = value
 
 
-def tabulate(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
-    """One row per run (config flattened into config.* columns), de-duplicated; and how many were dropped."""
+def tabulate(results: list[dict[str, Any]], tables: Sequence[pd.DataFrame] = ()) -> tuple[pd.DataFrame, int]:
+    """One row per run (config flattened into config.* columns), from result files and from results.csv
+    tables (read_table) alike, de-duplicated; and how many were dropped."""
     rows = []
     for r in results:
         row: dict[str, Any] = {}
         _flatten("", r, row)
         rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df, 0
-    if F.config_hash not in df:
-        df[F.config_hash] = None
+    frames = ([pd.DataFrame(rows)] if rows else []) + [t for t in tables if len(t)]
+    if not frames:
+        return pd.DataFrame(), 0
+    df = pd.concat(frames, ignore_index=True)
+    read = len(df)
+    for column in (F.config_hash, RUN_DIR, "_mtime"):  # a table has no file times; an old one no run_dir
+        if column not in df:
+            df[column] = None
     # A resumed sweep written to another dir leaves several results for one configuration. Keep one per
     # config_hash: a finished one (ok/diverged/oom) before an `error` (resume retries errors, so an error is
     # superseded by any finished run), and among those the newest, by finished_at (file mtime if absent).
@@ -127,7 +131,7 @@ def tabulate(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
     order = pd.DataFrame({"identity": identity, "finished": finished, "when": when, "i": range(len(df))})
     keep = order.sort_values(["finished", "when", "i"]).drop_duplicates("identity", keep="last")["i"]
     df = df.iloc[sorted(keep)].drop(columns="_mtime")
-    dropped = len(rows) - len(df)
+    dropped = read - len(df)
     for col in NULLABLE_NUMBERS:  # all null (failed_epoch when nothing failed) is still a numeric field
         if col in df:
             df[col] = pd.to_numeric(df[col])

@@ -29,7 +29,7 @@ def data(ctx: Context) -> None:
         started = time.perf_counter()
         data = load_dataset(cfg.data, cfg.trainer.val_fraction, cfg.seed)
         loaded = time.perf_counter()
-        x = torch.tensor(np.asarray(data.x))  # what vaebench.task.resident_data does
+        x = torch.tensor(np.asarray(data.x))  # what vaebench.task.resident_tensor does
         loads.append(time.perf_counter() - started)
         copies.append(time.perf_counter() - loaded)
         del x

@@ -26,7 +26,7 @@ def table(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
 
 
 def main(path: str) -> None:
-    runs = read_table(path)  # this study's table says "nan" for a diverged run: read as "diverged"
+    runs = read_table(path)  # tables written before issue 16 say "nan" for a diverged run: read as "diverged"
     ok = runs[runs.status == "ok"]
     # A cell counts only when every seed of it succeeded, as in the aggregate's report.
     complete = runs.groupby(CELL).status.transform(lambda s: (s == "ok").all())

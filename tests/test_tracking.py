@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from vaebench.results import F, IDENTITY  # noqa: E402
 
-# Four SGD jobs: lr=1e4 really diverges (status nan), the others finish.
+# Four SGD jobs: lr=1e4 really diverges (status diverged), the others finish.
 GRID = ["-m", "optimizer=sgd", "lr=1e-3,1e-2,1e-1,1e4", *TINY, "hydra.launcher.n_jobs=2"]
 
 

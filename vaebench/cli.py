@@ -1,6 +1,6 @@
 """`vaebench`: compose the config with Hydra and run one job (or, with -m, a sweep of them).
 
-Exit status: 0 when every job ran, whatever each job's status (ok, nan, oom, error: see result.json);
+Exit status: 0 when every job ran, whatever each job's status (ok, diverged, oom, error: see result.json);
 1 when a device failed for good (a fatal CUDA error: its worker ran no further job), with one line naming it;
 2 for a mistake the user can fix (unknown key or option, bad value, bad data file, an output directory
 that cannot be written), with one line; 130 / 143 when Ctrl-C (SIGINT) / SIGTERM stopped it, with one line.
@@ -139,7 +139,7 @@ def _task(cfg: DictConfig) -> Optional[float]:
             print(f"vaebench: error: {failure}: rerun the command to retry the run", file=sys.stderr, flush=True)
             device_failed = True
         print(where(out_dir), flush=True)  # the last line: where the result and the artifacts are
-    return result.get("val_recon_mse")  # the value a Hydra optimizing sweeper minimises
+    return result.get(F.val_recon_mse)  # the value a Hydra optimizing sweeper minimises
 
 
 def remove_refused_run(out_dir: Path) -> None:

@@ -116,7 +116,7 @@ class Result:
                                        "(too few validation rows, or a label with fewer than 2)")
     # Failures.
     failed_epoch: Optional[int] = _info("the epoch in which a failed run failed")
-    error: Optional[str] = _info("the exception, for nan / oom / error")
+    error: Optional[str] = _info("the exception, for diverged / oom / error")
     # Where and how.
     device: Optional[str] = _info("cpu, cuda:0, ...")
     device_name: Optional[str] = _info("the GPU's model (torch.cuda.get_device_name), or the CPU's")

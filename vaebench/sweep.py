@@ -36,7 +36,7 @@ from omegaconf.errors import OmegaConfBaseException
 from vaebench.config import validate
 from vaebench.errors import UserError
 from vaebench.precheck import check_data
-from vaebench.results import FINISHED, describe, read_result
+from vaebench.results import F, FINISHED, describe, read_result
 
 log = logging.getLogger("vaebench.sweep")
 
@@ -168,7 +168,7 @@ def announce(n_jobs: int, sweep_dir: Path, resume: bool) -> str:
     see hydra.hydra_logging in conf/config.yaml): how many jobs, and how many a resume may skip."""
     line = f"sweep: {n_jobs} jobs into {sweep_dir}"
     done = sum(1 for d in (sweep_dir.iterdir() if sweep_dir.is_dir() else ()) if d.is_dir()
-               and (r := read_result(d)) is not None and r["status"] in FINISHED)
+               and (r := read_result(d)) is not None and r[F.status] in FINISHED)
     if resume and done:
         line += f", {done} already finished there (skipped if their configuration is unchanged; resume=false reruns them)"
     return line
@@ -192,8 +192,8 @@ def progress_entries(sweep_dir: Path) -> list[dict[str, Any]]:
 def report_job(sweep_dir: Path, result: dict[str, Any], device_failure: Optional[str] = None) -> str:
     """Record one finished job in the sweep's progress file and return its progress line. device_failure: the
     words naming the device this job broke for good (vaebench.device.broken)."""
-    status = "skipped" if result.get("skipped") else result["status"]
-    entry = {"status": status, "config_hash": result["config_hash"], "seconds": result.get("wall_time_s")}
+    status = "skipped" if result.get("skipped") else result[F.status]
+    entry = {"status": status, "config_hash": result[F.config_hash], "seconds": result.get(F.wall_time_s)}
     return f"{_record(sweep_dir, entry, device_failure)} {describe(result, status)}"
 
 

@@ -193,8 +193,10 @@ From results.csv (one row per run, already de-duplicated), per model:
 - Successful runs: `status == ok` and a finite {metric}. y = ln({metric}) when every successful value is positive,
   else {metric} itself; a latent score (which can be ≤ 0) is always y itself.
 - The variation of y: a factorial ANOVA, statsmodels' `ols("y ~ C(optimizer) + C(lr) + C(latent_dim) + their
-  two-way interactions + C(seed)")` and `anova_lm(fit, typ=2)`; a factor (or seed) with one level among the
-  successful runs is left out, and so are the interactions when they would leave no residual. Partial η² of a
+  two-way interactions + C(seed)")`, type II sums of squares as model comparisons (each term added last to the
+  terms that do not contain it; on a full grid the same as `anova_lm(fit, typ=2)`, and right when failures empty
+  cells); a factor (or seed) with one level among the successful runs is left out, and so are interactions that
+  would leave no residual or that empty cells make inseparable from other terms. Partial η² of a
   term: its sum of squares over (its sum of squares + the residual's). Sums of squares below 1e-10 of the total
   are rounding and shown as 0. "Matters most": the factor with the largest partial η².
 - Failure rate: runs whose status is diverged, oom or error, over all runs of that optimizer or learning rate.

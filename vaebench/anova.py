@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-FACTORS = ("optimizer", "lr", "latent_dim")  # the study's grid
-BLOCK = "seed"
+from vaebench.results import F
+
+FACTORS = (F.optimizer, F.lr, F.latent_dim)  # the study's grid
+BLOCK = F.seed
 # Sums of squares below this share of the total are rounding error of the fit (an exactly additive grid leaves a
 # "residual" of 1e-31), not an effect: they are set to 0, so that no report shows a partial eta squared of 1e-31.
 ROUNDING = 1e-10
@@ -122,7 +124,8 @@ class FailureTest:
     p: float
 
 
-def failure_interaction(runs: pd.DataFrame, failed: pd.Series, a: str = "optimizer", b: str = "lr") -> Optional[FailureTest]:
+def failure_interaction(runs: pd.DataFrame, failed: pd.Series, a: str = F.optimizer,
+                        b: str = F.lr) -> Optional[FailureTest]:
     """Does failure depend on a x b beyond a and b alone? None when either has one level or a cell is empty."""
     import statsmodels.api as sm
 
@@ -241,7 +244,7 @@ def failure_lines(runs: pd.DataFrame, failed: pd.Series, table: Callable[[pd.Dat
         return ["One optimizer or one learning rate (or an optimizer x lr pair without runs): no test of whether "
                 "failure depends on the two together.", ""]
     cells = test.cells.assign(text=[f"{int(f)}/{int(n)}" for f, n in zip(test.cells["failed"], test.cells["runs"])])
-    grid = cells.pivot(index="optimizer", columns="lr", values="text")
+    grid = cells.pivot(index=F.optimizer, columns=F.lr, values="text")
     grid.columns = [lr_text(v) for v in grid.columns]
     grid = grid.reset_index()
     lines = ["Failed runs per optimizer x learning rate:", "", table(grid), ""]

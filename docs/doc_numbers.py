@@ -28,10 +28,9 @@ from typing import Callable
 
 import pandas as pd
 
-from vaebench.aggregate.collect import CELL, cells, scan, successful, tabulate
+from vaebench.aggregate.collect import CELL, cells, levels, scan, successful, tabulate
 from vaebench.aggregate.fmt import fmt_lr
 from vaebench.aggregate.report import summary
-from vaebench.aggregate.collect import levels
 from vaebench.aggregate.plots import plot_model, save
 from vaebench.aggregate.stats import LEARNED, analysed, best_config, factor_effects, robustness, seed_spread
 from vaebench.results import F
@@ -87,13 +86,18 @@ def demo_learned(d: Demo) -> str:
             f"{len(d.elbo)} beat it by 5 % or more (median {elbo[METRIC].median():.2f}x)")
 
 
-def eta_shares(d: Demo) -> str:
-    """docs/aggregate.md: the share of the variance each hyper-parameter explains on the demo."""
+def anova_shares(d: Demo) -> str:
+    """docs/aggregate.md: partial eta squared of each hyper-parameter on the demo (the report's ANOVA)."""
     table = summary(d.paper, cells(d.paper, METRIC), METRIC, levels(d.paper))
-    opt, lr, latent = (table[f"η² {f}"].dropna().tolist() for f in (F.optimizer, F.lr, F.latent_dim))
-    return (f"On the demo (`make demo`, the study's objective, {METRIC}), the optimizer explains {span(opt)} % of "
-            f"the variation, depending on the model, the learning rate {span(lr)} %, and the latent size "
-            f"{pct(max(latent))} % or less.")
+
+    def spread(term: str) -> str:
+        values = table[f"partial η² {term}"].dropna()
+        lo, hi = f"{values.min():.2f}", f"{values.max():.2f}"
+        return lo if lo == hi else f"{lo}–{hi}"
+
+    return (f"On the demo (`make demo`, the study's objective, {METRIC}), partial η² is {spread(F.optimizer)} for the "
+            f"optimizer, depending on the model, {spread(F.lr)} for the learning rate, {spread('optimizer x lr')} "
+            f"for optimizer x lr and {spread(F.latent_dim)} for the latent size.")
 
 
 def vae_figure(d: Demo) -> str:
@@ -194,7 +198,7 @@ def seeds_spread(d: Demo) -> str:
 
 
 PASSAGES: dict[str, Callable[[Demo], str]] = {
-    "demo_learned": demo_learned, "eta_shares": eta_shares, "vae_figure": vae_figure, "demo_failures": demo_failures,
+    "demo_learned": demo_learned, "anova_shares": anova_shares, "vae_figure": vae_figure, "demo_failures": demo_failures,
     "seeds_grid": seeds_grid, "seeds_learned": seeds_learned, "seeds_best": seeds_best, "seeds_spread": seeds_spread, "seeds_robust": seeds_robust,
 }
 

@@ -62,7 +62,8 @@ def test_each_passage_reads_the_demo(tmp_path):
     assert text["seeds_learned"] == "24 of 24 runs beat the mean predictor by 5 % or more, 0 are marked collapsed"
     assert text["seeds_grid"] == "24 runs: 2 optimizers x 2 learning rates x 2 latent sizes x 3 seeds, 24 ok"
     assert text["seeds_best"].splitlines()[2].startswith("| Adam, lr 1e-3, latent 10 | 0.50")
-    assert "On the demo" in text["eta_shares"] and "%" in text["eta_shares"]
+    assert text["anova_shares"].startswith("On the demo (`make demo`, the study's objective, recon_vs_mean), partial η² is ")
+    assert "for optimizer x lr" in text["anova_shares"]
     assert text["demo_failures"] == "The demo grid has no failures, so none appear above"
     assert text["seeds_robust"].splitlines()[2:] == ["| Adam | 4 | 0 | 0.501 | 2 |", "| SGD | 4 | 0 | 0.601 | 0 |"]
     assert text["seeds_spread"].startswith("seed sd 0.0010 against a configuration sd of 0.171")

@@ -148,7 +148,8 @@ def tabulate(results: list[dict[str, Any]], tables: Sequence[pd.DataFrame] = ())
 def read_table(path: Path) -> pd.DataFrame:
     """A results.csv written by any version: statuses as this version names them. Tables written before
     issue 16 say "nan" for a diverged run, which pandas reads as a missing value unless told otherwise."""
-    runs = pd.read_csv(path, dtype={F.status: str, F.stop_reason: str}, keep_default_na=False, na_values=[""])
+    runs = pd.read_csv(path, dtype={F.status: str, F.stop_reason: str}, keep_default_na=False, na_values=[""],
+                       float_precision="round_trip")  # the numbers as written, to the last bit
     for column in (F.status, F.stop_reason):
         if column in runs:
             runs[column] = runs[column].replace(OLD_STATUSES)

@@ -193,6 +193,12 @@ def _numbers(runs: pd.DataFrame, name: str) -> pd.Series:
     return runs[name].astype(float) if name in runs else pd.Series(math.nan, index=runs.index)
 
 
+def _median(values: pd.Series) -> float:
+    """The median of the values present; NaN, without numpy's empty-slice warning, when there are none."""
+    values = values.dropna()
+    return float(values.median()) if len(values) else math.nan
+
+
 def learning(df: pd.DataFrame) -> pd.DataFrame:
     """Did each model learn? Over its `ok` runs: the share better than the mean predictor by >= 5 %, runs marked
     collapsed, median active units, the best ratio to the mean predictor and to PCA with as many components as
@@ -206,7 +212,7 @@ def learning(df: pd.DataFrame) -> pd.DataFrame:
         collapsed = ok[F.collapsed].eq(True).sum() if F.collapsed in ok else math.nan
         rows.append({"model": model, "ok runs": len(ok), "with baselines": len(vs_mean),
                      f"share ≤ {LEARNED:g} × mean predictor": (vs_mean <= LEARNED).mean() if len(vs_mean) else math.nan,
-                     "collapsed": collapsed, "median active units": _numbers(ok, F.active_units).median(),
+                     "collapsed": collapsed, "median active units": _median(_numbers(ok, F.active_units)),
                      f"best {F.recon_vs_mean}": vs_mean.min() if len(vs_mean) else math.nan,
                      "at": config_text(best_mean) if best_mean is not None else "—",
                      f"best {F.recon_vs_pca}": vs_pca.min() if len(vs_pca) else math.nan,
@@ -230,6 +236,6 @@ def latent_against_references(df: pd.DataFrame) -> pd.DataFrame:
             both = trained.notna() & refs["untrained"].notna()
             beats = (trained[both] > refs["untrained"][both]).mean() if both.any() else math.nan
             rows.append({"model": model, "latent score": score, "runs": int(trained.notna().sum()),
-                         "trained": trained.median(), **{r: v.median() for r, v in refs.items()},
+                         "trained": _median(trained), **{r: _median(v) for r, v in refs.items()},
                          "trained > untrained": beats})
     return pd.DataFrame(rows, columns=columns)

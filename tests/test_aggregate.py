@@ -690,7 +690,7 @@ def test_real_results_through_the_installed_command(tmp_path):
 def test_real_tiny_sweep_through_the_cli(tmp_path):
     sweep = tmp_path / "sweep"
     ran = command("vaebench", "-m", "model=vae", "optimizer=adam,sgd", "lr=1e-3,1e-1", "data.n_samples=300",
-                  "data.n_genes=50", "trainer.max_epochs=2", "device=cpu", f"hydra.sweep.dir={sweep}",
+                  "data.n_genes=50", "data.n_types=3", "trainer.max_epochs=2", "device=cpu", f"hydra.sweep.dir={sweep}",
                   cwd=tmp_path, cache=tmp_path / "cache")
     assert ran.returncode == 0, ran.stderr[-2000:]
     done = command("vaebench-aggregate", str(sweep), cwd=tmp_path, cache=tmp_path / "cache")

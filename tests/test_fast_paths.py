@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -78,12 +79,14 @@ def first_step(model_name: str, compile: bool, amp: bool) -> tuple[dict[str, flo
     return {k: v.item() for k, v in terms.items()}, torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
-def assert_close_step(model_name: str, compile: bool, amp: bool, terms_rtol: float, grad_rtol: float) -> None:
+def assert_close_step(model_name: str, compile: bool, amp: bool, terms_rtol: float, grad_rtol: float,
+                      mmd_rtol: Optional[float] = None) -> None:
     eager_terms, eager_grad = first_step(model_name, False, False)
     terms, grad = first_step(model_name, compile, amp)
     assert terms.keys() == eager_terms.keys()
     for k in terms:
-        assert terms[k] == pytest.approx(eager_terms[k], rel=terms_rtol, abs=1e-6), k
+        rtol = mmd_rtol if k == "mmd" and mmd_rtol is not None else terms_rtol
+        assert terms[k] == pytest.approx(eager_terms[k], rel=rtol, abs=1e-6), k
     assert float((grad - eager_grad).norm() / eager_grad.norm()) < grad_rtol
 
 
@@ -103,8 +106,9 @@ def test_amp_run_trains_close_to_float32(tmp_path):
 @pytest.mark.slow  # compiling takes tens of seconds per model on CPU
 @pytest.mark.parametrize("model", ["vae", "iwae", "infovae", "logcosh"])
 def test_compile_first_step_is_within_float_tolerance(model):
-    # inductor fuses and reorders float32 arithmetic; fallback_random keeps torch's own random draws
-    assert_close_step(model, compile=True, amp=False, terms_rtol=1e-4, grad_rtol=1e-4)
+    # inductor fuses and reorders float32 arithmetic; fallback_random keeps torch's own random draws. Paper-mode
+    # InfoVAE logs the raw MMD, a difference of sums over batch^2 kernel values: reordered, it moves by ~2e-4.
+    assert_close_step(model, compile=True, amp=False, terms_rtol=1e-4, grad_rtol=1e-4, mmd_rtol=1e-3)
 
 
 @pytest.mark.slow
@@ -112,5 +116,7 @@ def test_compile_run_matches_eager_within_float_tolerance(tmp_path):
     eager = run(make_config("model=vae"), tmp_path / "eager")
     compiled = run(make_config("model=vae", "trainer.compile=true"), tmp_path / "compiled")
     assert compiled["status"] == "ok"
-    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-3)
+    # Adam's first steps are about lr x sign(gradient): a last-bit change of a near-zero gradient moves a weight
+    # by 2 lr, so after two epochs the loss (mostly KL under the paper objective) agrees to ~2e-3, not to 1e-3.
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=5e-3)
     assert compiled["val_recon_mse"] == pytest.approx(eager["val_recon_mse"], rel=1e-3)

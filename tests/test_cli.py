@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, TINY, make_config, run_cli
 from vaebench.cli import conf_dir
-from vaebench.config import register_configs
+from vaebench.config import register_configs, validate
+from vaebench.errors import UserError
 from vaebench.results import read_result
 from vaebench.sweep import PROGRESS_FILE, distinct_value_jobs, job_overrides, one_line
 
@@ -45,9 +46,26 @@ def test_single_run_writes_result_and_metrics(tmp_path):
 def test_bad_config_exits_2_before_training(override, says, tmp_path):
     proc = run_cli(override, *TINY, cwd=tmp_path)
     assert proc.returncode == 2
-    assert says in proc.stderr
+    assert says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not list(tmp_path.rglob("result.json")) and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("outputs/runs/*"))  # a refused run leaves no empty folder for aggregate to list
+
+
+def test_a_key_added_with_plus_must_be_a_setting():
+    """`+latnt_dim=5` (Hydra's own hint for a misspelt key) would add a key nothing reads: refused, named."""
+    with pytest.raises(UserError, match=r"config key 'latnt_dim': not a vaebench setting; did you mean latent_dim\?"):
+        validate(make_config("+latnt_dim=5"))
+    with pytest.raises(UserError, match="config key 'trainer.max_epoch': not a vaebench setting; did you mean "
+                                        "trainer.max_epochs"):
+        validate(make_config("+trainer.max_epoch=3"))
+    validate(make_config("+experiment=demo"))  # a config group added with +, not a key
+
+
+def test_a_misspelt_key_in_a_sweep_is_one_line_without_hydras_plus_hint(tmp_path):
+    proc = run_cli("-m", "latnt_dim=5", "seed=0,1", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "vaebench: error: Could not override 'latnt_dim'.; Key 'latnt_dim' not in 'Config'"]
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_bad_value_in_a_sweep_stops_it_before_any_job(tmp_path):

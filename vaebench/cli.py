@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -226,10 +226,36 @@ def stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+# Flags with which Hydra does something other than run (help, printing the config, completion).
+HYDRA_ONLY_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "-i", "--shell-completion", "-sc")
+
+
+def check_overrides(args: Sequence[str]) -> None:
+    """A bad override (unknown key, wrong type, missing option) in one line, exit 2. Hydra would print its
+    own several-line report; composing once first catches it. The swept values of -m are checked per job by
+    the sweep's own check (vaebench.sweep), so only the fixed ones are composed here."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(a.split("=")[0] in HYDRA_ONLY_FLAGS for a in args):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+        fixed = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            compose(config_name="config", overrides=fixed)
+    except (HydraException, OmegaConfBaseException) as e:
+        print(f"vaebench: error: {sweep.one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     register_configs()
     launcher.install()
     stop_on_signals()
+    check_overrides(sys.argv[1:])
     try:
         _task()
     except SystemExit as e:

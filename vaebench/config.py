@@ -7,6 +7,8 @@ runs the range checks below; the task and the sweeper both call it before a job 
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -187,8 +189,31 @@ def require_finite(node: Any, key: str = "") -> None:
         require(math.isfinite(node), key, f"must be a finite number, got {node}")
 
 
+def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Keys no schema defines: a `+key=value` override adds any key, so a misspelt one would be kept and ignored."""
+    schema = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(schema):
+        return []
+    known = {f.name for f in dataclasses.fields(schema)}
+    found = []
+    for key in cfg.keys():
+        if key not in known:
+            found.append(f"{prefix}{key}")
+        elif isinstance(cfg._get_node(key), DictConfig):
+            found += unknown_keys(cfg._get_node(key), f"{prefix}{key}.")
+    return found
+
+
 def validate(cfg: DictConfig) -> Config:
     """The composed config as dataclasses, with every range check run; UserError names the bad key."""
+    unknown = unknown_keys(cfg)
+    if unknown:
+        key = unknown[0]
+        parent, _, name = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        close = difflib.get_close_matches(name, [f.name for f in dataclasses.fields(OmegaConf.get_type(node))], n=1)
+        hint = f"; did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
+        raise UserError(f"config key '{key}': not a vaebench setting{hint}")
     try:
         require_finite(OmegaConf.to_container(cfg, resolve=True))
         return OmegaConf.to_object(cfg)

@@ -87,7 +87,9 @@ def one_line(error: BaseException) -> str:
     while error is not None:
         text = str(error).split("Config search path:")[0]  # Hydra's own search path: noise to a user
         for line in (line.strip() for line in text.splitlines()):
-            if not line or line.startswith(("full_key:", "object_type=", "reference_type=")) or line in parts:
+            # Hydra's "To append to your config use +key=value" would add a misspelt key (config.validate refuses it).
+            if not line or line.startswith(("full_key:", "object_type=", "reference_type=", "To append to your config",
+                                            "Set the environment variable HYDRA_FULL_ERROR")) or line in parts:
                 listing = listing and not line
                 continue
             if listing:

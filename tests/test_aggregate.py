@@ -497,7 +497,7 @@ def test_did_the_models_learn_in_numbers(tmp_path):
     learned = agg.learning(df).set_index("model")
     share = next(c for c in learned.columns if c.startswith("share"))
     assert learned.loc["vae", ["ok runs", share, "collapsed", "median active units"]].tolist() == [4, 0.5, 1, 5]
-    assert learned.loc["vae", ["best recon_vs_mean", "at", "best recon_vs_pca", "at latent"]].tolist() == [
+    assert learned.loc["vae", ["best run's recon_vs_mean", "at", "best run's recon_vs_pca", "at latent"]].tolist() == [
         0.5, "adam, lr 1e-3, latent 10", 1.5, 10]
     assert learned.loc["iwae", ["ok runs", share, "collapsed", "median active units"]].tolist() == [2, 0, 2, 0]
     refs = agg.latent_against_references(df).set_index("model")

@@ -213,9 +213,9 @@ def learning(df: pd.DataFrame) -> pd.DataFrame:
         rows.append({"model": model, "ok runs": len(ok), "with baselines": len(vs_mean),
                      f"share ≤ {LEARNED:g} × mean predictor": (vs_mean <= LEARNED).mean() if len(vs_mean) else math.nan,
                      "collapsed": collapsed, "median active units": _median(_numbers(ok, F.active_units)),
-                     f"best {F.recon_vs_mean}": vs_mean.min() if len(vs_mean) else math.nan,
+                     f"best run's {F.recon_vs_mean}": vs_mean.min() if len(vs_mean) else math.nan,
                      "at": config_text(best_mean) if best_mean is not None else "—",
-                     f"best {F.recon_vs_pca}": vs_pca.min() if len(vs_pca) else math.nan,
+                     f"best run's {F.recon_vs_pca}": vs_pca.min() if len(vs_pca) else math.nan,
                      "at latent": int(best_pca[F.latent_dim]) if best_pca is not None else "—"})
     return pd.DataFrame(rows)
 

@@ -61,6 +61,14 @@ def test_a_key_added_with_plus_must_be_a_setting():
     validate(make_config("+experiment=demo"))  # a config group added with +, not a key
 
 
+def test_flags_that_exclude_each_other_are_one_line(tmp_path):
+    proc = run_cli("-m", "--cfg", "job", "model=vae,iwae", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ["vaebench: error: Only one of --run, --multirun, --cfg, --info and "
+                                                "--shell_completion can be specified (to see a sweep job's config: "
+                                                "--cfg job with one value per key, no -m)"]
+
+
 def test_a_misspelt_key_in_a_sweep_is_one_line_without_hydras_plus_hint(tmp_path):
     proc = run_cli("-m", "latnt_dim=5", "seed=0,1", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [

@@ -258,6 +258,12 @@ def main() -> None:
     check_overrides(sys.argv[1:])
     try:
         _task()
+    except ValueError as e:  # Hydra's command-line flags that exclude each other (-m with --cfg)
+        if not str(e).startswith("Only one of"):
+            raise
+        print(f"vaebench: error: {e} (to see a sweep job's config: --cfg job with one value per key, no -m)",
+              file=sys.stderr)
+        sys.exit(2)
     except SystemExit as e:
         # Hydra exits 1 on a composition error (unknown key, wrong type, missing option); every job
         # failure is already a result, so a 1 here is a user's mistake.

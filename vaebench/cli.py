@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -226,38 +226,22 @@ def stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-# Flags with which Hydra does something other than run (help, printing the config, completion).
-HYDRA_ONLY_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "-i", "--shell-completion", "-sc")
-
-
-def check_overrides(args: Sequence[str]) -> None:
-    """A bad override (unknown key, wrong type, missing option) in one line, exit 2. Hydra would print its
-    own several-line report; composing once first catches it. The swept values of -m are checked per job by
-    the sweep's own check (vaebench.sweep), so only the fixed ones are composed here."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    if any(a.split("=")[0] in HYDRA_ONLY_FLAGS for a in args):
-        return
-    try:
-        parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
-        fixed = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
-        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-            compose(config_name="config", overrides=fixed)
-    except (HydraException, OmegaConfBaseException) as e:
-        print(f"vaebench: error: {sweep.one_line(e)}", file=sys.stderr)
-        sys.exit(2)
-
-
-def main() -> None:
     register_configs()
     launcher.install()
     stop_on_signals()
-    check_overrides(sys.argv[1:])
+    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises a bad override instead of printing it over several lines
     try:
         _task()
+    except (HydraException, OmegaConfBaseException) as e:  # unknown key, wrong type, missing option
+        if wants_traceback:
+            raise
+        print(f"vaebench: error: {sweep.one_line(e)}", file=sys.stderr)
+        sys.exit(2)
     except ValueError as e:  # Hydra's command-line flags that exclude each other (-m with --cfg)
         if not str(e).startswith("Only one of"):
             raise
@@ -265,8 +249,7 @@ def main() -> None:
               file=sys.stderr)
         sys.exit(2)
     except SystemExit as e:
-        # Hydra exits 1 on a composition error (unknown key, wrong type, missing option); every job
-        # failure is already a result, so a 1 here is a user's mistake.
+        # Hydra exits 1 on a user's mistake it reports itself; every job failure is already a result.
         if e.code == 1:
             sys.exit(2)
         raise

@@ -98,8 +98,8 @@ class EpochMeans:
                 v = v * rows
             if k in self.sums:
                 self.sums[k] += v
-            else:
-                self.sums[k] = v
+            else:  # a copy: the sums grow in place, and a CUDA graph's outputs are overwritten by its next replay
+                self.sums[k] = v.clone()
         self.rows += rows
         self.batches += 1
 
@@ -267,9 +267,7 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
                 if step_all is not None:
                     if fault is not None and fault != "diverge":
                         _inject(fault, None)
-                    # A CUDA graph's outputs are overwritten by its next replay: keep copies.
-                    terms = {k: v.clone() for k, v in step_all(xb, kld_tensor).items()}
-                    sums.add(terms, end - start)
+                    sums.add(step_all(xb, kld_tensor), end - start)
                     continue
                 terms = step_loss(xb, kld_now)
                 loss = terms["loss"]

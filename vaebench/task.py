@@ -27,7 +27,7 @@ from vaebench import artifacts, claim
 from vaebench.results import (DIVERGED, METRICS_FILE, F, Result, config_hash, describe, device_identity,
                               finished_result, write_result)
 from vaebench.data.split import run_split, split_seed
-from vaebench.device import (DeviceFailed, available_cpus, broken, check_device, deterministic_cuda, device_name,
+from vaebench.device import (DeviceFailed, available_cpus, broken, deterministic_cuda, device_name,
                              device_type, is_fatal, is_out_of_memory, mark_broken, peak_memory_mb, pick_device,
                              release_memory, reset_peak_memory)
 from vaebench.precheck import require_split, require_training_batch
@@ -76,7 +76,6 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     checked = time.perf_counter()
     typed = validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    check_device(typed.device)
     kind = device_type(typed.device)
     cfg_hash = config_hash(device_identity(resolved, kind), schema_defaults(typed))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +111,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     if device.type == "cuda":
         result.update(cuda_version=torch.version.cuda, cudnn_version=torch.backends.cudnn.version(),
                       gpu_shared=bool(slot_dir is not None and claim.gpu_slot_shared()))
-    tracker = tracking.start(typed.logger, resolved, result, out_dir)  # a no-op unless logger=mlflow
+    tracker = tracking.start(typed.logger, resolved, result, out_dir, multirun)  # a no-op unless logger=mlflow
     metrics = MetricsWriter(out_dir / METRICS_FILE)
     bar = ProgressBar(typed.trainer.max_epochs) if progress_bar else None
 

@@ -39,14 +39,14 @@ class NoTracker:
         pass
 
 
-def start(logger_cfg: Any, resolved: dict[str, Any], result: Result, out_dir: Path) -> Any:
-    """The tracker for one job: a no-op unless logger=mlflow; MLflow is imported only then."""
+def start(logger_cfg: Any, resolved: dict[str, Any], result: Result, out_dir: Path, multirun: bool = False) -> Any:
+    """The tracker for one job (multirun: part of a sweep): a no-op unless logger=mlflow; MLflow imported only then."""
     if logger_cfg is None or logger_cfg.name != "mlflow":
         return NoTracker()
     if importlib.util.find_spec("mlflow") is None:
         raise UserError('logger=mlflow needs MLflow: pip install -e ".[mlflow]" in the vaebench clone (make install includes it), '
                         'or drop logger=mlflow')
-    return MlflowTracker(logger_cfg, resolved, result, out_dir)
+    return MlflowTracker(logger_cfg, resolved, result, out_dir, multirun)
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, str]:
@@ -64,17 +64,15 @@ def tracking_uri(configured: Optional[str]) -> str:
     return configured or f"sqlite:///{DEFAULT_DB.resolve()}"
 
 
-def sweep_context() -> tuple[Optional[str], list[str]]:
+def sweep_context(multirun: bool) -> tuple[Optional[str], list[str]]:
     """The sweep's name (its directory's) and this job's overrides, when Hydra launched the job."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        from vaebench.cli import is_multirun
-
         hc = HydraConfig.get()
     except (ImportError, ValueError):  # not under Hydra (a test calling task.run directly)
         return None, []
-    return (Path(hc.sweep.dir).name if is_multirun() else None), list(hc.overrides.task)
+    return (Path(hc.sweep.dir).name if multirun else None), list(hc.overrides.task)
 
 
 @contextmanager
@@ -94,7 +92,7 @@ def _sqlite_lock(uri: str):
 
 
 class MlflowTracker:
-    def __init__(self, logger_cfg: Any, resolved: dict[str, Any], result: Result, out_dir: Path):
+    def __init__(self, logger_cfg: Any, resolved: dict[str, Any], result: Result, out_dir: Path, multirun: bool):
         # A server that is down must cost a job seconds, not MLflow's default minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -103,7 +101,7 @@ class MlflowTracker:
         logging.getLogger("alembic").setLevel(logging.WARNING)  # the store's table creation, line by line
         self.uri = tracking_uri(logger_cfg.tracking_uri)
         self.client, self.run_id = None, None
-        sweep, overrides = sweep_context()
+        sweep, overrides = sweep_context(multirun)
         experiment = logger_cfg.experiment or sweep or "vaebench"
         params = {**flatten(resolved), **{name: str(getattr(result, name)) for name in IDENTITY}}
         tags = {"vaebench.overrides": " ".join(overrides)[:PARAM_LIMIT], "vaebench.run_dir": str(out_dir.resolve())}

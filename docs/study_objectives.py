@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import spearmanr
 
-from vaebench.aggregate.collect import read_table, scan, tabulate
+from vaebench.aggregate.collect import read_runs
 from vaebench.results import DIVERGED
 
 CELL = ["model", "optimizer", "lr", "latent_dim"]
@@ -25,9 +25,8 @@ MODELS = ["vae", "iwae", "infovae", "logcosh"]
 
 def load(paths: list[Path], objective: str) -> pd.DataFrame:
     """The runs of one objective, read as vaebench-aggregate reads them (one row per configuration)."""
-    tables = [p for p in paths if p.suffix == ".csv"]
-    df = tabulate(scan([p for p in paths if p not in tables]).results, [read_table(p) for p in tables])[0]
-    df["collapsed"] = df["collapsed"].isin([True, "True"])  # null (failed runs) is not collapsed
+    df = read_runs(paths)[1]
+    df["collapsed"] = df["collapsed"].eq(True)  # null (failed runs) is not collapsed
     df["objective"] = objective
     return df
 

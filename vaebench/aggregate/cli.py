@@ -10,8 +10,8 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from vaebench.aggregate.collect import (Scan, cells, experiments, levels, numeric_fields, read_table, scan, successful,
-                                        tabulate)
+from vaebench.aggregate.collect import (EXPERIMENT, Scan, cells, experiments, levels, numeric_fields, read_runs,
+                                        successful)
 from vaebench.aggregate.plots import plot_model, plot_overview, save
 from vaebench.aggregate.report import md_table, rho_table, summary, write_index, write_report
 from vaebench.aggregate.stats import RECON, has_baselines, learning, recon_vs_latent
@@ -20,7 +20,6 @@ from vaebench.results import F, RESULT_FILE
 
 PROG = "vaebench-aggregate"
 FORMATS = ("png", "svg", "pdf")
-EXPERIMENT = "experiment"  # results.csv's column, and the name of each experiment's directory, when there are several
 
 
 def default_metric(df: pd.DataFrame) -> str:
@@ -40,19 +39,13 @@ def aggregate(paths: Sequence[Path], out: Path, metric: Optional[str], formats: 
     for p in paths:
         if not p.exists():
             raise UserError(f"no such file or directory: {p}")
-    # A results.csv (an earlier aggregate's) is read as it is: re-reporting a study with this version needs only
-    # its table, not the result.json files it came from.
-    tables = [p for p in paths if p.is_file() and p.suffix == ".csv"]
-    scanned = scan([p for p in paths if p not in tables])
+    scanned, df, dropped = read_runs(paths)
     for p, why in scanned.corrupt:
         print(f"{PROG}: skipped corrupt {p}: {why}", file=sys.stderr)
-    frames = [read_table(p).drop(columns=EXPERIMENT, errors="ignore") for p in tables]
-    scanned.table_rows = sum(len(t) for t in frames)
-    if not scanned.results and not scanned.table_rows:
+    if df.empty:
         raise UserError(f"no readable {RESULT_FILE} below {', '.join(map(str, paths))} "
                         f"({len(scanned.missing) + len(scanned.partial)} runs without a result yet, "
                         f"{len(scanned.corrupt)} corrupt)")
-    df, dropped = tabulate(scanned.results, frames)  # a run both in a table and as a file counts once
     if metric is None:
         metric = default_metric(df)
         print(f"metric: {metric} (the default for these results; --metric to choose another)")

@@ -24,6 +24,7 @@ LEAD_COLUMNS = (*IDENTITY, F.status, F.val_recon_mse, F.epochs_run, F.converged,
                 F.error)
 NOT_METRICS = ("schema", F.lr, F.latent_dim, F.seed)  # numeric, but axes or bookkeeping
 RUN_DIR = "run_dir"  # the column aggregate adds: where the result was read
+EXPERIMENT = "experiment"  # results.csv's column, and the name of each experiment's directory, when there are several
 
 
 
@@ -154,6 +155,18 @@ def read_table(path: Path) -> pd.DataFrame:
         if column in runs:
             runs[column] = runs[column].replace(OLD_STATUSES)
     return runs
+
+
+def read_runs(paths: Sequence[Path]) -> tuple[Scan, pd.DataFrame, int]:
+    """Every run below the paths, one row each: result.json files found at any depth, and the rows of any
+    results.csv an earlier aggregate wrote (taken as they are, so a study re-reports from its table alone);
+    a run given both ways counts once. Returns what was found, the table and how many duplicates were dropped."""
+    tables = [p for p in paths if p.is_file() and p.suffix == ".csv"]
+    found = scan([p for p in paths if p not in tables])
+    frames = [read_table(p).drop(columns=EXPERIMENT, errors="ignore") for p in tables]  # recomputed from the runs
+    found.table_rows = sum(len(t) for t in frames)
+    df, dropped = tabulate(found.results, frames)
+    return found, df, dropped
 
 
 def _ordered(values: Sequence[str], preferred: Sequence[str]) -> list[str]:

@@ -161,15 +161,17 @@ def register_configs() -> None:
             cs.store(group=f"schema/{group}", name=name, node=schema)
 
 
+def schema_values(schema: type) -> dict[str, Any]:
+    """A schema's defaults as plain values, nested as a config is."""
+    return OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True, throw_on_missing=False)
+
+
 def schema_defaults(typed: Config) -> dict[str, Any]:
     """The defaults of the schemas a run's config was built from, nested as the config is (for config_hash:
     a key still at its default does not enter a run's identity)."""
-    def defaults(schema: type) -> dict[str, Any]:
-        return OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True, throw_on_missing=False)
-
-    top = defaults(Config)
+    top = schema_values(Config)
     for group in ("model", "optimizer", "data", "trainer"):
-        top[group] = defaults(type(getattr(typed, group)))
+        top[group] = schema_values(type(getattr(typed, group)))
         # The option chosen (which model, optimizer, data source) is always part of the identity: each
         # option's schema has its own name as default, so left to the rule above, sgd would hash as adam.
         top[group].pop("name", None)

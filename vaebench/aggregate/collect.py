@@ -3,6 +3,7 @@ a dot-plot shows (cells): the steps before any statistic or figure."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -188,20 +189,19 @@ def numeric_fields(df: pd.DataFrame) -> list[str]:
             and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
 
 
+@functools.cache
 def base_defaults() -> dict[str, Any]:
     """config.* column -> the default of a key that every option of its group has (the base schemas'), as
     results.csv flattens it. A result written before the key existed ran with that default's behaviour
     (config_hash leaves such keys out for the same reason)."""
-    from omegaconf import OmegaConf
-
-    from vaebench.config import LoggerConfig, TrainerConfig
+    from vaebench.config import LoggerConfig, TrainerConfig, schema_values
     from vaebench.data.config import DataConfig
     from vaebench.models.base import ModelConfig
 
     out: dict[str, Any] = {}
     for group, schema in (("trainer", TrainerConfig), ("data", DataConfig), ("model", ModelConfig),
                           ("logger", LoggerConfig)):
-        values = OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True, throw_on_missing=False)
+        values = schema_values(schema)
         values.pop("name", None)
         _flatten(f"config.{group}", values, out)
     return out

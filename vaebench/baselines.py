@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from vaebench.latent import label_scores, latent_means, too_few_rows
+from vaebench.latent import label_scores, latent_means, posterior, too_few_rows
 from vaebench.models import BaseVAE, ModelConfig, build_model
 from vaebench.models.base import kl_per_dim
 from vaebench.results import LATENT_SCORES, F, latent_field
@@ -98,11 +98,7 @@ def _rows(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
 
 def posterior_diagnostics(model: BaseVAE, x_val: torch.Tensor, batch_size: int) -> dict[str, Any]:
     """Active units, KL per latent dim (nats, mean over rows) and their sum, on the validation rows."""
-    model.eval()
-    with torch.inference_mode():
-        parts = [model.encode(x_val[i:i + batch_size]) for i in range(0, len(x_val), batch_size)]
-    mu = torch.cat([p[0] for p in parts]).double()
-    log_var = torch.cat([p[1] for p in parts]).double()
+    mu, log_var = (torch.from_numpy(a) for a in posterior(model, x_val, batch_size))
     kl = kl_per_dim(mu, log_var).mean(0)
     active = int((mu.var(0) > ACTIVE_UNIT_VARIANCE).sum()) if len(mu) > 1 else None
     return {F.active_units: active, F.kl_per_dim: [round(v, 6) for v in kl.tolist()], F.val_kl: float(kl.sum())}

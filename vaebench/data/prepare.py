@@ -147,16 +147,19 @@ def looks_unlogged(x: np.ndarray) -> Optional[str]:
     0. Telling signs: no negative value (log-scaled data often has some), a maximum far above what a log
     scale reaches, and either mostly whole numbers (counts) or a heavy right tail (the maximum a hundred
     times the median of the positive values or more, as in TPM)."""
-    if x.size == 0 or float(x.min()) < 0 or float(x.max()) <= LOG_SCALE_MAX:
+    if x.size == 0 or float(x.min()) < 0:
+        return None
+    top = float(x.max())  # one pass over a matrix that may hold hundreds of millions of values
+    if top <= LOG_SCALE_MAX:
         return None
     flat = x.ravel()
     sample = flat[::max(1, flat.size // SAMPLED_VALUES)]
     whole = float(np.mean(sample == np.round(sample)))
     positive = sample[sample > 0]
-    tail = float(x.max()) / float(np.median(positive)) if positive.size else 0.0
+    tail = top / float(np.median(positive)) if positive.size else 0.0
     if whole < 0.9 and tail < 100:
         return None
-    return f"max {float(x.max()):.4g}, {whole:.0%} whole numbers, max {tail:.3g} x the median positive value"
+    return f"max {top:.4g}, {whole:.0%} whole numbers, max {tail:.3g} x the median positive value"
 
 
 def apply_log1p(matrix: Matrix, src: Source) -> None:
@@ -259,8 +262,8 @@ def scale_on_training_split(data: Dataset, val_fraction: float, seed: int, test_
 
 # ---- the same preparation for a new matrix (a saved model, vaebench-embed) -----------------------------
 
-LAYOUTS = {"table": "table", "h5ad": "h5ad", "xena": "xena", "tybalt": "xena", "tcga_pancan": "xena",
-           "tcga_cohort": "xena"}  # data= option -> how its file is read
+LAYOUTS = {"table": "table", "h5ad": "h5ad", "xena": "xena", "tcga_pancan": "xena",
+           "tcga_cohort": "xena"}  # data config name -> how its file is read (data=tybalt is named xena)
 
 
 def recipe(cfg: Any, data: Dataset) -> dict[str, Any]:

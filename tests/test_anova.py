@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vaebench.anova import BLOCK, FACTORS, factorial_anova, failure_interaction, failure_lines, variation_lines
+from vaebench.aggregate.collect import AXES as FACTORS
+from vaebench.anova import BLOCK, factorial_anova, failure_interaction, failure_lines, variation_lines
 
 OPT = {"adam": -1.0, "rmsprop": -0.5, "sgd": 1.5}  # main effects, each summing to zero
 LR = {1e-4: 1.0, 1e-3: -0.25, 1e-2: -0.75}

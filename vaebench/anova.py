@@ -26,7 +26,6 @@ from scipy import stats
 
 from vaebench.results import F
 
-FACTORS = (F.optimizer, F.lr, F.latent_dim)  # the study's grid
 BLOCK = F.seed
 # Sums of squares below this share of the total are rounding error of the fit (an exactly additive grid leaves a
 # "residual" of 1e-31), not an effect: they are set to 0, so that no report shows a partial eta squared of 1e-31.

@@ -136,7 +136,7 @@ class Config:
         require(0 <= self.seed <= MAX_SEED, "seed", f"must be in 0 ... {MAX_SEED} (2**32 - 1), got {self.seed}")
         require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device",
                 f"use auto, cpu, cuda or cuda:N, got {self.device!r}")
-        test = getattr(self.data, "test_fraction", 0.0)
+        test = self.data.test_fraction
         require(self.trainer.val_fraction + test < 1, "data.test_fraction",
                 f"with trainer.val_fraction={self.trainer.val_fraction} it leaves no training rows "
                 f"(their sum must be < 1), got {test}")

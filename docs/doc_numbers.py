@@ -172,8 +172,9 @@ def seeds_robust(d: Demo) -> str:
     best = best_config(c, METRIC)
     table = robustness(c, best["mean"], levels(d.seeds)[F.optimizer], METRIC)
     lines = ["| optimizer | configurations | with a failure | its best | within 10 % of the best |", "|---|---|---|---|---|"]
-    for r in table.itertuples(index=False):
-        lines.append(f"| {optimizer_name(r.optimizer)} | {r.configurations} | {r[2]} | {r[3]:.3f} | {r[4]} |")
+    for _, r in table.iterrows():
+        lines.append(f"| {optimizer_name(r['optimizer'])} | {r['configurations']} | {r['with a failure']} | "
+                     f"{r['its best']:.3f} | {r['within 10 %']} |")
     return "\n".join(lines)
 
 

@@ -97,7 +97,7 @@ def threads_per_job() -> int:
 def _task(cfg: DictConfig) -> Optional[float]:
     from vaebench.artifacts import where
     from vaebench.device import DeviceFailed, broken
-    from vaebench.task import run  # torch is imported only once Hydra has parsed the command line
+    from vaebench.task import run  # the loop, data and scoring: only when a job runs
 
     global device_failed
 

@@ -115,7 +115,7 @@ class SweepCallback(Callback):
             try:
                 typed = [validate(compose(config_name=kwargs.get("config_name") or "config", overrides=overrides))
                          for overrides in distinct_value_jobs(jobs)]
-                from vaebench.device import check_device  # torch: only once a sweep starts
+                from vaebench.device import check_device  # a sweep's check of cuda:N
 
                 if devices_seen_here(config.hydra.launcher):  # cuda:N past the GPUs: before any job
                     for device in sorted({cfg.device for cfg in typed}):

@@ -5,8 +5,8 @@ values, or a batch size that leaves no batch, used to surface only once jobs wer
 from __future__ import annotations
 
 from vaebench.config import Config, TrainerConfig
-from vaebench.data import load_dataset
-from vaebench.data.split import run_split, split_seed
+from vaebench.data import Dataset, load_dataset
+from vaebench.data.split import Split, run_split, split_seed
 from vaebench.errors import UserError
 
 
@@ -25,10 +25,12 @@ def require_training_batch(n_train: int, trainer: TrainerConfig) -> None:
                         f"trainer.batch_size={trainer.batch_size}; set trainer.drop_last=false or a smaller batch size")
 
 
-def check_data(cfg: Config) -> None:
-    """Load the data as the job will (UserError for a bad file; the cache is then warm for the workers)
-    and check that its split trains."""
-    data = load_dataset(cfg.data, cfg.trainer.val_fraction, split_seed(cfg))
+def checked_data(cfg: Config) -> tuple[Dataset, Split]:
+    """The job's data and its split, loaded as the job uses them (UserError for a bad file, or a split that
+    cannot train: a user's mistake, not a result). The task trains on them; a sweep's check before any job
+    loads them once per distinct data set, which also warms the cache for the workers."""
+    data = load_dataset(cfg.data, cfg.trainer.val_fraction, split_seed(cfg))  # the split, for scaler_fit=train
     split = run_split(cfg, len(data.x), data.labels)
     require_split(len(data.x), len(split.train), len(split.val), len(split.test))
     require_training_batch(len(split.train), cfg.trainer)
+    return data, split

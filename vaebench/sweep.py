@@ -35,7 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vaebench.config import validate
 from vaebench.errors import UserError
-from vaebench.precheck import check_data
+from vaebench.precheck import checked_data
 from vaebench.results import F, FINISHED, describe, read_result
 
 log = logging.getLogger("vaebench.sweep")
@@ -124,7 +124,7 @@ class SweepCallback(Callback):
                 for cfg in typed:  # each distinct data set and batch setting once: a bad file stops the sweep here
                     key = (repr(cfg.data), cfg.trainer.val_fraction, cfg.trainer.batch_size, cfg.trainer.drop_last)
                     if key not in checked:
-                        check_data(cfg)
+                        checked_data(cfg)
                         checked.add(key)
             except (UserError, HydraException, OmegaConfBaseException) as e:
                 # Hydra turns a callback's exception into a warning and goes on; a bad value must stop here.

@@ -21,16 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaebench import __version__
 from vaebench.config import schema_defaults, validate
-from vaebench.data import Dataset, load_dataset
+from vaebench.data import Dataset
 from vaebench.baselines import assess, held_out_scores
 from vaebench import artifacts, claim
 from vaebench.results import (DIVERGED, METRICS_FILE, F, Result, config_hash, describe, device_identity,
                               finished_result, write_result)
-from vaebench.data.split import run_split, split_seed
 from vaebench.device import (DeviceFailed, available_cpus, broken, deterministic_cuda, device_name,
                              device_type, is_fatal, is_out_of_memory, mark_broken, peak_memory_mb, pick_device,
                              release_memory, reset_peak_memory)
-from vaebench.precheck import require_split, require_training_batch
+from vaebench.precheck import checked_data
 from vaebench.progress import MetricsWriter, ProgressBar
 from vaebench import tracking
 from vaebench.train import NonFiniteError, fit
@@ -94,12 +93,8 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     if kind == "cuda":
         deterministic_cuda()  # before the job's first CUDA work
     device = pick_device(typed.device, slot_dir, typed.jobs_per_gpu)
-    # UserError on bad data: not a result, the user must fix it. The split, for data.scaler_fit=train.
-    data = load_dataset(typed.data, typed.trainer.val_fraction, split_seed(typed))
-    split = run_split(typed, len(data.x), data.labels)
+    data, split = checked_data(typed)
     train_idx, val_idx = split.train, split.val  # split.test: held out from training and stopping, scored after
-    require_split(len(data.x), len(train_idx), len(val_idx), len(split.test))
-    require_training_batch(len(train_idx), typed.trainer)
 
     result = Result(
         model=typed.model.name, optimizer=typed.optimizer.name, lr=typed.lr, latent_dim=typed.latent_dim,

@@ -13,7 +13,7 @@ import pandas as pd
 from vaebench.aggregate.collect import (EXPERIMENT, Scan, cells, experiments, levels, numeric_fields, read_runs,
                                         successful)
 from vaebench.aggregate.plots import plot_model, plot_overview, save
-from vaebench.aggregate.report import md_table, rho_table, summary, write_index, write_report
+from vaebench.aggregate.report import md_table, rho_table, sensitivities, summary, write_index, write_report
 from vaebench.aggregate.stats import RECON, has_baselines, learning, recon_vs_latent
 from vaebench.errors import UserError
 from vaebench.results import F, RESULT_FILE
@@ -102,9 +102,10 @@ def report_one(scanned: Scan, df: pd.DataFrame, dropped: int, metric: str, paths
         figures[model] = f"dotplot_{model}.{embed or formats[0]}"
     written += save(plot_overview(all_cells, lvl, metric), out, "overview", formats)
     figures["overview"] = f"overview.{embed or formats[0]}"
-    table = summary(df, all_cells, metric, lvl)
+    anovas = sensitivities(df, metric, lvl[F.model])
+    table = summary(df, all_cells, metric, lvl, anovas)
     corr = recon_vs_latent(df)
-    report = write_report(out, scanned, df, dropped, metric, paths, figures, table, corr, experiment)
+    report = write_report(out, scanned, df, dropped, metric, paths, figures, table, corr, experiment, anovas)
 
     if has_baselines(df):
         print(f"Did the models learn? ({F.recon_vs_mean}: 1 = the mean predictor; details in report.md)")

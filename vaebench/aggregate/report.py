@@ -17,7 +17,7 @@ from vaebench.aggregate.stats import (LEARNED, MODERATE, RECON, STRONG, WITHIN, 
                                       direction, factor_effects, failure_rates, has_baselines, has_test,
                                       held_out_field, is_log_scale, latent_against_references, learning, robustness,
                                       seed_spread, sensitivity, worse)
-from vaebench.anova import failure_lines, partial_eta_sq, variation_lines
+from vaebench.anova import Anova, failure_lines, partial_eta_sq, variation_lines
 from vaebench.results import F, FAILED
 
 # The ANOVA terms the summary table shows, one column each: the grid's factors, the interaction that decides
@@ -63,13 +63,19 @@ def figure_link(text: str, path: str) -> str:
     return f"[{text}]({path})" if path.endswith(".pdf") else f"![{text}]({path})"  # Markdown shows no PDF inline
 
 
-def summary(df: pd.DataFrame, all_cells: pd.DataFrame, metric: str, lvl: dict[str, list]) -> pd.DataFrame:
+def sensitivities(df: pd.DataFrame, metric: str, models: Sequence[str]) -> dict[str, Optional[Anova]]:
+    """Each model's ANOVA over its successful runs: fitted once, for the summary table and the model's section."""
+    return {model: sensitivity(successful(df[df[F.model] == model], metric), metric) for model in models}
+
+
+def summary(df: pd.DataFrame, all_cells: pd.DataFrame, metric: str, lvl: dict[str, list],
+            anovas: Optional[dict[str, Optional[Anova]]] = None) -> pd.DataFrame:
     """One row per model: the table the command prints and the report opens with."""
+    anovas = anovas if anovas is not None else sensitivities(df, metric, lvl[F.model])
     rows = []
     for model in lvl[F.model]:
         runs = df[df[F.model] == model]
-        ok = successful(runs, metric)
-        anova = sensitivity(ok, metric)
+        anova = anovas[model]
         best = best_config(all_cells[all_cells[F.model] == model], metric)
         test = {}
         if has_test(df):  # the chosen configuration on the held-out test rows
@@ -118,7 +124,7 @@ def rho_lines(corr: pd.DataFrame) -> list[str]:
 
 
 def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, model: str, lvl: dict[str, list],
-                  figure: Optional[str], corr: pd.DataFrame) -> list[str]:
+                  figure: Optional[str], corr: pd.DataFrame, anova: Optional[Anova]) -> list[str]:
     runs = df[df[F.model] == model]
     ok = successful(runs, metric)
     y_name = f"ln({metric})" if is_log_scale(ok[metric], metric) else metric
@@ -127,7 +133,7 @@ def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, mode
         lines += [figure_link(f"{model}: dot-plot", figure), ""]
 
     lines += [f"### What explains the variation of {y_name}", ""]
-    lines += variation_lines(sensitivity(ok, metric), len(ok), y_name, md_table)
+    lines += variation_lines(anova, len(ok), y_name, md_table)
 
     lines += ["### Failures", ""]
     lines += ["Per optimizer:", "", md_table(failure_rates(runs, "optimizer"), index=True), ""]
@@ -300,9 +306,10 @@ def write_index(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, paths:
 
 def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metric: str, paths: Sequence[Path],
                  figures: dict[str, Optional[str]], table: pd.DataFrame, corr: pd.DataFrame,
-                 experiment: Optional[str] = None) -> Path:
+                 experiment: Optional[str] = None, anovas: Optional[dict[str, Optional[Anova]]] = None) -> Path:
     """report.md of one experiment; `experiment` says which, when the runs read were of several."""
     lvl = levels(df)
+    anovas = anovas if anovas is not None else sensitivities(df, metric, lvl[F.model])
     all_cells = cells(df, metric)
     note, listed = _not_counted(scanned)
     lines = ["# vaebench: hyper-parameter sensitivity", ""]
@@ -324,7 +331,7 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
         lines += [figure_link("all models", figures["overview"]), ""]
     for model in lvl[F.model]:
         lines += model_section(df, all_cells[all_cells[F.model] == model], metric, model, lvl, figures.get(model),
-                               corr)
+                               corr, anovas[model])
     lower = worse(metric) > 0
     lines += [METHOD.format(metric=metric, extreme="lowest" if lower else "highest",
                             bound="at most best + 0.1 × |best|" if lower else "at least best − 0.1 × |best|")]

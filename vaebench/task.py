@@ -105,7 +105,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         host=socket.gethostname(), versions=versions(), config=resolved, device_name=device_name(device))
     if device.type == "cuda":
         result.update(cuda_version=torch.version.cuda, cudnn_version=torch.backends.cudnn.version(),
-                      gpu_shared=bool(slot_dir is not None and claim.gpu_slot_shared()))
+                      gpu_shared=claim.gpu_slot_shared())
     tracker = tracking.start(typed.logger, resolved, result, out_dir, multirun)  # a no-op unless logger=mlflow
     metrics = MetricsWriter(out_dir / METRICS_FILE)
     bar = ProgressBar(typed.trainer.max_epochs) if progress_bar else None
@@ -162,7 +162,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         done = metrics.rows
         result.update(stop_reason=result.status, epochs_run=len(done), failed_epoch=len(done) + 1,
                       best_val_recon_mse=min((r["val_recon_mse"] for r in done), default=None))
-    if device.type == "cuda" and slot_dir is not None and not result.gpu_shared:
+    if device.type == "cuda" and not result.gpu_shared:
         result.gpu_shared = claim.gpu_slot_shared()  # a neighbour that came during the run counts too
     result.wall_time_s = round(time.perf_counter() - started, 3)
     result.peak_memory_mb, result.peak_memory_kind = peak_memory_mb(device)

@@ -227,11 +227,11 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
     opt_cfg = {k: v for k, v in vars(cfg.optimizer).items() if k != "name"}
     if "betas" in opt_cfg:
         opt_cfg["betas"] = tuple(opt_cfg["betas"])
-    if t.cuda_graphs:  # a tensor learning rate: the scheduler updates it in place, the compiled step stays valid
-        opt_cfg["lr"] = torch.tensor(cfg.lr, device=device)
-        if device.type == "cuda" and cfg.optimizer.name != "sgd":
-            opt_cfg["capturable"] = True  # the step counters on the GPU, as a CUDA graph needs them
-    optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), **{"lr": cfg.lr, **opt_cfg})
+    # cuda_graphs: a tensor learning rate, which the scheduler updates in place, so the compiled step stays valid.
+    lr = torch.tensor(cfg.lr, device=device) if t.cuda_graphs else cfg.lr
+    if t.cuda_graphs and device.type == "cuda" and cfg.optimizer.name != "sgd":
+        opt_cfg["capturable"] = True  # the step counters on the GPU, as a CUDA graph needs them
+    optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), lr=lr, **opt_cfg)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.scheduler_gamma)
 
     # Batches gather their rows straight from x: no copy of the training rows per run.

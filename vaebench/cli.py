@@ -173,22 +173,14 @@ OmegaConf.register_new_resolver("vaebench.job_dirname", job_dirname, replace=Tru
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below pid (the sweep's workers, their helpers), from /proc: children first."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry))
-    found, queue = [], [pid]
-    while queue:
-        children = parents.get(queue.pop(), [])
-        found += children
-        queue += children
-    return found
+    """Every process below pid (the sweep's workers, their helpers), children first; [] when they cannot be
+    listed. psutil lists them on Linux, macOS and Windows alike (reading /proc, as this did, is Linux only)."""
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def stop_on_signals() -> None:
@@ -198,10 +190,14 @@ def stop_on_signals() -> None:
     and Ctrl-C printed a traceback from every process. Finished results are whole files (written by rename),
     so stopping at any moment loses only the runs in flight; the job claims are flocks the kernel releases.
     """
+    import psutil  # noqa: F401 - imported here, once, rather than inside the handler (descendants)
     def stop(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        workers = descendants(os.getpid())
+        try:
+            workers = descendants(os.getpid())
+        except Exception:  # noqa: BLE001 - never raise inside the handler: the command must still stop
+            workers = []
         for pid in workers:
             try:
                 os.kill(pid, signal.SIGKILL)  # a worker mid-epoch has nothing to save: its run restarts on resume

@@ -107,13 +107,18 @@ def load_model(path: Path) -> tuple[BaseVAE, dict[str, Any]]:
         raise NotAModel(f"cannot be read as a saved model ({type(e).__name__})") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise NotAModel(f"is not a vaebench {MODEL_FILE} of format {FORMAT}")
-    config = MODEL_CONFIGS[saved["model"]](**saved["model_config"])
-    model = build_model(config, saved["n_genes"], saved["latent_dim"])
-    model.load_state_dict(saved["state_dict"])
+    try:  # a model.pt of another version: other config keys, layers or shapes than this version builds
+        config = MODEL_CONFIGS[saved["model"]](**saved["model_config"])
+        model = build_model(config, saved["n_genes"], saved["latent_dim"])
+        model.load_state_dict(saved["state_dict"])
+        how = saved["preparation"]
+        if how["scaler"] is not None:
+            how["scaler"] = {k: v.numpy() for k, v in how["scaler"].items()}
+    except Exception as e:  # noqa: BLE001 - KeyError, TypeError, RuntimeError (state dict), UserError (ranges)
+        detail = " ".join(str(e).split())[:160]
+        raise NotAModel(f"cannot be read as a saved model of this vaebench version {__version__} (written by "
+                        f"{saved.get('vaebench', 'an unknown version')}: {type(e).__name__}: {detail})") from None
     model.eval()
-    how = saved["preparation"]
-    if how["scaler"] is not None:
-        how["scaler"] = {k: v.numpy() for k, v in how["scaler"].items()}
     return model, saved
 
 

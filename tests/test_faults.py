@@ -1,0 +1,270 @@
+"""Issue 21: faults a hostile-but-realistic user and a cluster meet (a dead worker, a full disk, a transposed
+matrix, an unchecked checksum, the tracker and the cluster under faults), each reproduced. Item numbers are the
+issue's. Read-only and full file systems are small tmpfs mounts, made only when the tests run as root."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_cli
+from test_artifacts import counts_file, table_config
+from test_data import write_table
+from test_public_data import CLINICAL, MATRIX, SAMPLES, Files, data_config, downloads, pancan, server  # noqa: F401
+from vaebench.artifacts import MODEL_FILE
+from vaebench.data import load_dataset
+from vaebench.data.public import DOWNLOADS
+from vaebench.embed import main as embed_main
+from vaebench.errors import UserError
+from vaebench.task import run
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+# ---- 2: data.sha256 checked against a local copy, and a SHA-256 is 64 hex digits -------------------------
+
+def test_sha256_is_checked_against_a_copy_given_by_hand(tmp_path):
+    matrix = tmp_path / "HiSeqV2.gz"
+    matrix.write_bytes(MATRIX)
+    given = ("data.labels_url=null", f"data.path={matrix}")
+    with pytest.raises(UserError) as e:
+        load_dataset(pancan("http://127.0.0.1:9", tmp_path / "cache", *given, "data.sha256=" + "0" * 64))
+    assert str(matrix) in str(e.value) and "SHA-256" in str(e.value) and "data.sha256" in str(e.value)
+    right = hashlib.sha256(MATRIX).hexdigest()
+    assert load_dataset(pancan("http://127.0.0.1:9", tmp_path / "cache", *given, f"data.sha256={right}")).x.shape == (12, 10)
+
+
+def test_sha256_mismatch_of_a_local_copy_exits_2_from_the_command(tmp_path):
+    (tmp_path / "HiSeqV2.gz").write_bytes(MATRIX)
+    proc = run_cli("data=tcga_pancan", "data.path=HiSeqV2.gz", "data.labels_url=null", "data.sha256=" + "0" * 64,
+                   "data.n_genes=10", "trainer.max_epochs=1", "device=cpu", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "SHA-256" in one_error_line(proc.stderr) and not list((tmp_path / "outputs").rglob("run.log"))
+
+
+@pytest.mark.parametrize("value", ["abc", "0" * 63, "g" * 64, "0" * 65])
+def test_a_sha256_that_is_not_64_hex_digits_is_a_config_error(value):
+    with pytest.raises(UserError, match="config key 'data.sha256': a SHA-256 is 64 hexadecimal digits"):
+        data_config("data=tcga_pancan", f"data.sha256={value}")
+    assert data_config("data=tcga_pancan", "data.sha256=sha256:" + "AB" * 32).sha256 == "ab" * 32
+
+
+# ---- 4: a matrix in the wrong orientation ---------------------------------------------------------------
+
+def compose_data(*overrides: str):
+    return data_config(*overrides, "data.n_genes=null")
+
+
+def genes_by_samples(path: Path) -> Path:
+    """A Xena-style genes x samples table: gene symbols down the first column, TCGA barcodes across the header."""
+    x = np.random.default_rng(0).uniform(0, 10, size=(30, len(SAMPLES)))
+    return write_table(path, x.astype(np.float32), samples=[f"GENE{g}" for g in range(30)], genes=SAMPLES)
+
+
+def test_a_genes_x_samples_file_given_as_a_table_is_refused_naming_the_fix(tmp_path):
+    path = genes_by_samples(tmp_path / "xena.tsv")
+    with pytest.raises(UserError) as e:
+        load_dataset(compose_data("data=table", f"data.path={path}", f"data.cache_dir={tmp_path / 'c'}"))
+    message = str(e.value)
+    assert "looks genes x samples" in message and "data=xena" in message and "\n" not in message
+    # The same file read as what it is trains on its 12 samples.
+    assert load_dataset(compose_data("data=xena", f"data.path={path}", f"data.cache_dir={tmp_path / 'c'}")).x.shape == (12, 30)
+
+
+def test_a_samples_x_genes_file_given_as_xena_is_refused_naming_the_fix(tmp_path):
+    x = np.random.default_rng(0).uniform(0, 10, size=(12, 20)).astype(np.float32)
+    path = write_table(tmp_path / "t.tsv", x, samples=SAMPLES, genes=[f"ENSG{g:011d}.3" for g in range(20)])
+    with pytest.raises(UserError) as e:
+        load_dataset(compose_data("data=xena", f"data.path={path}", f"data.cache_dir={tmp_path / 'c'}"))
+    assert "looks samples x genes" in str(e.value) and "data=table" in str(e.value)
+
+
+def test_ids_of_neither_kind_pass_in_both_orientations(tmp_path):
+    path = write_table(tmp_path / "t.tsv", np.random.default_rng(0).uniform(0, 10, size=(12, 20)).astype(np.float32))
+    assert load_dataset(compose_data("data=table", f"data.path={path}", f"data.cache_dir={tmp_path / 'c'}")).x.shape == (12, 20)
+    assert load_dataset(compose_data("data=xena", f"data.path={path}", f"data.cache_dir={tmp_path / 'c'}")).x.shape == (20, 12)
+
+
+# ---- 6 and 8: vaebench-embed's one-line errors and hints --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("embed")
+    frame = counts_file(root / "counts.tsv")
+    run(table_config(root / "counts.tsv"), root / "run")
+    return root / "run" / MODEL_FILE, frame
+
+
+def embed_error(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as stop:
+        embed_main(list(args))
+    assert stop.value.code == 2
+    return one_error_line(capsys.readouterr().err)
+
+
+def test_embed_with_a_model_of_another_version_says_it_cannot_be_read(saved_model, tmp_path, capsys):
+    path, frame = saved_model
+    saved = torch.load(path, weights_only=True)
+    saved["state_dict"] = {k.replace("encoder", "enc"): v for k, v in saved["state_dict"].items()}  # renamed layers
+    torch.save(saved, tmp_path / MODEL_FILE)
+    frame.to_csv(tmp_path / "new.tsv", sep="\t", index=False)
+    line = embed_error(capsys, str(tmp_path / MODEL_FILE), str(tmp_path / "new.tsv"), "--out", str(tmp_path / "o.csv"))
+    assert "cannot be read as a saved model" in line and "RuntimeError" in line
+    saved = torch.load(path, weights_only=True)
+    saved["model_config"]["no_such_key"] = 1  # a key this version's config does not take
+    torch.save(saved, tmp_path / MODEL_FILE)
+    assert "cannot be read as a saved model" in embed_error(capsys, str(tmp_path / MODEL_FILE), str(tmp_path / "new.tsv"),
+                                                            "--out", str(tmp_path / "o.csv"))
+
+
+def test_embed_hints_name_nothing_embed_cannot_take(saved_model, tmp_path, capsys):
+    path, frame = saved_model
+    with_text = frame.assign(note="x")
+    with_text.to_csv(tmp_path / "text.tsv", sep="\t", index=False)
+    line = embed_error(capsys, str(path), str(tmp_path / "text.tsv"), "--out", str(tmp_path / "o.csv"))
+    assert "data.label_column" not in line and "drop the columns that are not genes" in line
+    with_nan = frame.copy()
+    with_nan.loc[3, torch.load(path, weights_only=True)["preparation"]["genes"][0]] = np.nan  # a gene the model reads
+    with_nan.to_csv(tmp_path / "nan.tsv", sep="\t", index=False)
+    line = embed_error(capsys, str(path), str(tmp_path / "nan.tsv"), "--out", str(tmp_path / "o.csv"))
+    assert "NaN" in line and "data.nan_policy" not in line.split(";", 1)[1].split("trained with")[0]
+    assert "set data.nan_policy=zero" not in line
+
+
+def test_anndata_warnings_do_not_print_before_the_one_line_refusal(tmp_path, recwarn):
+    anndata = pytest.importorskip("anndata", reason="anndata is the optional extra vaebench[h5ad]")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata = anndata.AnnData(X=np.ones((6, 3), dtype=np.float32))
+        adata.var_names = ["A", "A", "B"]  # anndata warns on reading: names not unique; vaebench refuses them
+        adata.write_h5ad(tmp_path / "dup.h5ad")
+    recwarn.clear()
+    with pytest.raises(UserError, match="duplicated gene name"):
+        load_dataset(data_config("data=h5ad", f"data.path={tmp_path / 'dup.h5ad'}", f"data.cache_dir={tmp_path / 'c'}"))
+    assert not [w for w in recwarn if "anndata" in (w.filename or "") or "unique" in str(w.message)]
+
+
+@pytest.mark.parametrize("value", [4294967296, -1])
+def test_split_seed_has_the_range_of_seed(value):
+    with pytest.raises(UserError, match=r"data.split_seed': must be in 0 \.\.\. 4294967295"):
+        data_config(f"data.split_seed={value}")
+    assert data_config("data.split_seed=4294967295").split_seed == 4294967295
+
+
+# ---- 11: public data, a copy changed on disk, the server down, the .sha256 record -------------------------
+
+def test_a_downloaded_copy_changed_on_disk_is_named_and_kept_not_fetched_again(server, tmp_path):  # noqa: F811
+    _, base = server
+    cache = tmp_path / "cache"
+    load_dataset(pancan(base, cache))
+    copy = next((cache / DOWNLOADS).glob("*HiSeqV2.gz"))
+    changed = MATRIX[:-10] + b"0123456789"
+    copy.write_bytes(changed)
+    with pytest.raises(UserError) as e:
+        load_dataset(pancan(base, cache, "data.n_genes=5"))
+    assert str(copy) in str(e.value) and "changed on disk" in str(e.value) and "delete it" in str(e.value)
+    assert copy.read_bytes() == changed and Files.requests.count("/HiSeqV2.gz") == 1
+
+
+def test_with_the_server_down_the_message_says_what_stays(tmp_path, monkeypatch):
+    folder = tmp_path / "cache" / DOWNLOADS
+    from vaebench.data import public
+
+    url = "http://127.0.0.1:9/HiSeqV2.gz"
+    folder.mkdir(parents=True)
+    (folder / public.file_name(url)).write_bytes(MATRIX)  # a copy without a record, and a published hash it fails
+    with pytest.raises(UserError) as e:
+        load_dataset(pancan("http://127.0.0.1:9", tmp_path / "cache", "data.sha256=" + "ab" * 32))
+    assert "nothing was kept" not in str(e.value) and str(folder / public.file_name(url)) in str(e.value)
+
+
+def test_the_sha256_record_is_whole_or_absent(server, tmp_path, monkeypatch):  # noqa: F811
+    _, base = server
+    cache = tmp_path / "cache"
+    real = Path.write_text
+
+    def disk_full_midway(self, text, *args, **kwargs):  # the disk fills while the record is written
+        if DOWNLOADS in self.parts:
+            real(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(28, "No space left on device")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_full_midway)
+    with pytest.raises(OSError):
+        load_dataset(pancan(base, cache))
+    assert not [p for p in (cache / DOWNLOADS).iterdir() if p.name.endswith(".sha256")]
+    monkeypatch.setattr(Path, "write_text", real)
+    assert load_dataset(pancan(base, cache)).x.shape == (12, 10)  # recorded afresh, not refused as changed
+
+
+# ---- 12: not Linux: listing the workers, peak memory ----------------------------------------------------
+
+def test_workers_are_listed_without_reading_proc_ourselves(monkeypatch):
+    from vaebench import cli
+
+    child = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"])
+    try:
+        import time
+
+        import psutil
+
+        deadline = time.time() + 20
+        while len(psutil.Process(child.pid).children()) < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        real = os.listdir
+
+        def no_proc(path="."):  # macOS and Windows have no /proc
+            if str(path) == "/proc":
+                raise FileNotFoundError(2, "No such file or directory", "/proc")
+            return real(path)
+
+        monkeypatch.setattr(os, "listdir", no_proc)
+        found = cli.descendants(os.getpid())
+        assert child.pid in found and len([p for p in found if p != child.pid]) >= 1
+    finally:
+        for p in psutil.Process(child.pid).children(recursive=True):
+            p.kill()
+        child.kill()
+        child.wait()
+
+
+def test_the_interrupt_handler_stops_even_when_listing_the_workers_fails():
+    code = ("import os, signal, time\nimport vaebench.cli as cli\n"
+            "def broken(pid):\n    raise OSError('no /proc here')\n"
+            "cli.descendants = broken\ncli.stop_on_signals()\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(5)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert one_error_line(proc.stderr).startswith("vaebench: interrupted by SIGTERM")
+
+
+@pytest.mark.parametrize("platform, maxrss, mb", [("darwin", 512 * 2**20, 512.0), ("linux", 512 * 1024, 512.0)])
+def test_peak_memory_fallback_reads_ru_maxrss_in_the_platforms_unit(platform, maxrss, mb, monkeypatch):
+    from vaebench import device
+
+    real = Path.read_text
+
+    def no_proc(self, *args, **kwargs):
+        if str(self).startswith("/proc/"):
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", no_proc)
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(device.resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=maxrss))
+    assert device.peak_memory_mb(torch.device("cpu")) == (mb, "peak_rss_process")

@@ -5,12 +5,14 @@ issue's. Read-only and full file systems are small tmpfs mounts, made only when 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import types
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,7 @@ def test_sha256_is_checked_against_a_copy_given_by_hand(tmp_path):
     assert load_dataset(pancan("http://127.0.0.1:9", tmp_path / "cache", *given, f"data.sha256={right}")).x.shape == (12, 10)
 
 
+@pytest.mark.slow  # the issue's command as typed; the test above checks the same in-process
 def test_sha256_mismatch_of_a_local_copy_exits_2_from_the_command(tmp_path):
     (tmp_path / "HiSeqV2.gz").write_bytes(MATRIX)
     proc = run_cli("data=tcga_pancan", "data.path=HiSeqV2.gz", "data.labels_url=null", "data.sha256=" + "0" * 64,
@@ -268,3 +271,117 @@ def test_peak_memory_fallback_reads_ru_maxrss_in_the_platforms_unit(platform, ma
     monkeypatch.setattr(sys, "platform", platform)
     monkeypatch.setattr(device.resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=maxrss))
     assert device.peak_memory_mb(torch.device("cpu")) == (mb, "peak_rss_process")
+
+
+# ---- 3 and 5: full disks, read-only file systems, Hydra's own writes: one line each ----------------------
+
+SMALL = ["data.n_samples=200", "data.n_genes=50", "trainer.max_epochs=1", "trainer.batch_size=64", "device=cpu"]
+
+
+@contextmanager
+def tmpfs(path: Path, size: str, readonly: bool = False):
+    """A small file system of its own at path (a full disk that fills no real one), for tests run as root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}" + (",ro" if readonly else ""), "tmpfs",
+                              str(path)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.mark.slow  # a whole single run (the artifact test below checks the same in-process)
+def test_a_full_disk_while_saving_model_pt_is_one_line_and_exit_2_and_the_result_is_kept(tmp_path):
+    with tmpfs(tmp_path / "fs", "96k") as fs:  # room for result.json, metrics.csv, run.log; not for model.pt
+        proc = run_cli(*SMALL, f"hydra.run.dir={fs / 'run'}", cwd=tmp_path)
+        line = one_error_line(proc.stderr)
+        assert proc.returncode == 2
+        assert "No space left on device" in line and str(fs / "run" / MODEL_FILE) in line
+        result = json.loads((fs / "run" / "result.json").read_text())  # the trained result is not lost
+        assert result["status"] == "ok" and "No space left on device" in result["artifact_error"]
+        assert not [p for p in (fs / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_artifact_that_cannot_be_written_raises_after_the_result_is_written(tmp_path, monkeypatch):
+    from vaebench import artifacts
+    from conftest import make_config
+
+    def full(path, write):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(artifacts, "replace_atomically", full)
+    with pytest.raises(OSError) as e:
+        run(make_config("trainer.max_epochs=1", "trainer.save_latent=true"), tmp_path / "run", multirun=True)
+    assert e.value.filename.endswith(MODEL_FILE) or e.value.filename.endswith("latent.csv")
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "ok"
+
+
+def test_metrics_csv_on_a_full_disk_does_not_fail_the_run(tmp_path):
+    from vaebench.progress import MetricsWriter
+
+    writer = MetricsWriter(Path("/dev/full"))
+    for epoch in range(3):
+        writer({"epoch": epoch, "val_recon_mse": 0.1})
+    writer.close()
+    assert len(writer.rows) == 3 and writer.failed.errno == 28 and writer.failed.filename == "/dev/full"
+
+
+def test_run_log_on_a_full_disk_says_so_once_not_a_traceback_per_record(capsys):
+    import logging
+
+    from vaebench.progress import RunLog
+
+    handler = RunLog("/dev/full")  # every write fails with "No space left on device"
+    logger = logging.getLogger("vaebench.test_faults")
+    logger.addHandler(handler)
+    try:
+        for i in range(3):
+            logger.warning("line %d", i)
+    finally:
+        logger.removeHandler(handler)
+        handler.close() if not handler.failed else None
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and one_error_line(err).startswith("vaebench: warning: cannot write /dev/full")
+
+
+def test_run_dir_that_is_an_existing_file_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "taken").write_text("")
+    proc = run_cli(*SMALL, "hydra.run.dir=taken", cwd=tmp_path)
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert line.startswith("vaebench: error: cannot write") and "taken" in line and "hydra.run.dir" in line
+
+
+def test_a_sweep_into_a_read_only_file_system_is_one_line_and_exit_2(tmp_path):
+    with tmpfs(tmp_path / "ro", "64k", readonly=True) as ro:
+        proc = run_cli("-m", "lr=1e-3,1e-2", *SMALL, f"hydra.sweep.dir={ro}", cwd=tmp_path)
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert "Read-only file system" in line and "rerun the same command" in line
+
+
+def test_aggregate_out_an_existing_file_is_one_line(tmp_path, capsys):
+    from vaebench.aggregate import main as aggregate_main
+
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        aggregate_main([str(tmp_path), "--out", str(tmp_path / "taken")])
+    assert stop.value.code == 2 and "is a file" in one_error_line(capsys.readouterr().err)
+
+
+def test_the_summary_counts_jobs_whose_progress_line_could_not_be_written(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from vaebench import sweep
+
+    monkeypatch.setenv(sweep.INVOCATION_ENV, json.dumps({"id": "x", "jobs": 3, "started": 0}))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    with caplog.at_level(logging.INFO, logger="vaebench.sweep"):
+        sweep.SweepCallback().on_multirun_end(config)  # no progress file: the disk was full
+    assert "sweep done: 3 jobs (3 unrecorded (the progress file could not be written))" in caplog.text

@@ -9,6 +9,7 @@ significant digits, which gives back the encoder's float32 values exactly.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -70,7 +71,11 @@ def save(out_dir: Path, wants: Wanted, model: BaseVAE, typed: Any, resolved: dic
     """Write the artifacts asked for, each whole or absent (temp file, then rename); the paths written."""
     h5ad = anndata_input(typed.data)
     if wants.model:
-        replace_atomically(out_dir / MODEL_FILE, lambda tmp: torch.save(model_file(model, typed, resolved, data), tmp))
+        # Serialised in memory, then written: torch.save straight to a file on a full disk fails with its zip
+        # writer's "unexpected pos ..." (a RuntimeError), a plain write with "No space left on device" (an OSError).
+        buffer = io.BytesIO()
+        torch.save(model_file(model, typed, resolved, data), buffer)
+        replace_atomically(out_dir / MODEL_FILE, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
     if wants.latent:
         mu, log_var = posterior(model, x, typed.trainer.batch_size)
         which = np.empty(len(mu), dtype=object)

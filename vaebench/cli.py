@@ -124,10 +124,11 @@ def _task(cfg: DictConfig) -> Optional[float]:
         if not multirun:
             remove_refused_run(out_dir)
         sys.exit(2)
-    except OSError as e:  # result.json or metrics.csv: the directory is not writable (or the disk is full)
+    except OSError as e:  # result.json, metrics.csv, model.pt, latent.csv: a read-only directory or a full disk
         if not multirun:
-            print(f"vaebench: error: cannot write the run's output in {out_dir} ({e.strerror or e}); "
-                  f"fix it or choose another hydra.run.dir", file=sys.stderr)
+            where = f": {e.filename}" if e.filename else ""
+            print(f"vaebench: error: cannot write the run's output in {out_dir} ({e.strerror or e}{where}); "
+                  f"make room or fix it, or choose another hydra.run.dir, and rerun", file=sys.stderr)
             sys.exit(2)
         print(cannot_write(" ".join(hc.overrides.task), e), file=sys.stderr, flush=True)
         return NOT_WRITTEN
@@ -243,6 +244,11 @@ def main() -> None:
             raise
         print(f"vaebench: error: {e} (to see a sweep job's config: --cfg job with one value per key, no -m)",
               file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # Hydra's own writes: the run directory (hydra.run.dir an existing file), multirun.yaml
+        where = f" {e.filename}" if e.filename else " the output"
+        print(f"vaebench: error: cannot write{where} ({e.strerror or e}); choose another hydra.run.dir or "
+              f"hydra.sweep.dir, or make it writable (or make room) and rerun", file=sys.stderr)
         sys.exit(2)
     except SystemExit as e:
         # Hydra exits 1 on a user's mistake it reports itself; every job failure is already a result.

@@ -167,14 +167,21 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     result.wall_time_s = round(time.perf_counter() - started, 3)
     result.peak_memory_mb, result.peak_memory_kind = peak_memory_mb(device)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    unwritable = metrics.failed  # a full disk or a read-only directory: the command says so in one line, exit 2
     if result.status == "ok" and not result.device_failed:  # before result.json: a run killed in between
         try:                                                     # trains again on resume
             artifacts.save(out_dir, wants, outcome.model, typed, resolved, data, x, split)
         except Exception as e:  # noqa: BLE001 - the trained result is kept; a resume trains again for the files
             result.artifact_error = f"{type(e).__name__}: {e}"
-            log.error("saving the artifacts failed; the result is kept:\n%s", traceback.format_exc())
+            if isinstance(e, OSError):  # a full disk, a read-only directory: no bug to trace
+                log.error("saving the artifacts failed (%s); the result is kept", result.artifact_error)
+                unwritable = unwritable or e
+            else:
+                log.error("saving the artifacts failed; the result is kept:\n%s", traceback.format_exc())
     write_result(out_dir, result)
     tracker.finish(result, out_dir)  # after result.json: a tracking failure can no longer cost the result
     release_memory(device)
     log.info("%s", describe(result.to_dict()))
+    if unwritable is not None:  # the result is written; the files it lacks are the user's to make room for
+        raise unwritable
     return result.to_dict()

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import types
 import warnings
 from contextlib import contextmanager
@@ -223,8 +224,6 @@ def test_workers_are_listed_without_reading_proc_ourselves(monkeypatch):
     child = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
                               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"])
     try:
-        import time
-
         import psutil
 
         deadline = time.time() + 20
@@ -385,3 +384,69 @@ def test_the_summary_counts_jobs_whose_progress_line_could_not_be_written(tmp_pa
     with caplog.at_level(logging.INFO, logger="vaebench.sweep"):
         sweep.SweepCallback().on_multirun_end(config)  # no progress file: the disk was full
     assert "sweep done: 3 jobs (3 unrecorded (the progress file could not be written))" in caplog.text
+
+
+# ---- 1: a worker process that dies costs its job, not the sweep ------------------------------------------
+
+def test_a_dead_worker_costs_its_job_only_and_a_fresh_worker_takes_its_place():
+    from vaebench.workers import run_all
+
+    parent = os.getpid()
+
+    def job(n: int) -> tuple[int, int]:
+        import os
+        import signal
+        import time
+
+        if n == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+        time.sleep(0.2)
+        return n * 10, os.getpid()
+
+    deaths = []
+    outcomes = run_all(job, [(n,) for n in range(5)], 2, lambda i, how: deaths.append((i, str(how))) or "dead")
+    assert deaths == [(2, "worker died: signal 9 (SIGKILL, as the kernel's out-of-memory killer sends)")]
+    assert [o if o == "dead" else o[0] for o in outcomes] == [0, 10, "dead", 30, 40]
+    assert parent not in {o[1] for o in outcomes if o != "dead"}
+    assert len({o[1] for o in outcomes if o != "dead"}) >= 2  # the jobs after the death ran on a fresh worker
+
+
+def test_an_exception_outside_a_job_ends_the_pool_and_is_raised():
+    from vaebench.workers import run_all
+
+    def job(n: int) -> int:
+        if n == 1:
+            raise ValueError("not a job's failure")
+        return n
+
+    with pytest.raises(ValueError, match="not a job's failure"):
+        run_all(job, [(n,) for n in range(3)], 2, lambda i, how: None)
+
+
+@pytest.mark.slow  # a sweep of three training runs, one worker killed while both train
+def test_kill_9_of_a_sweep_worker_records_its_job_and_the_others_finish(tmp_path):
+    import psutil
+
+    exe = str(Path(sys.executable).with_name("vaebench"))
+    grid = ["-m", "lr=1e-3,1e-2,1e-1", "data.n_samples=600", "data.n_genes=100", "trainer.max_epochs=150",
+            "trainer.rel_tol=0", "trainer.batch_size=64", "trainer.latent_metrics=false", "device=cpu",
+            "hydra.sweep.dir=sweep", "hydra.launcher.n_jobs=2"]
+    proc = subprocess.Popen([exe, *grid], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 600
+        while len(list((tmp_path / "sweep").glob("*/metrics.csv"))) < 2 and time.time() < deadline:
+            time.sleep(0.1)  # both workers are training
+        workers = [p for p in psutil.Process(proc.pid).children() if "resource_tracker" not in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        os.kill(workers[0].pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=900)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert proc.returncode == 1 and "Traceback" not in err
+    line = one_error_line(err)
+    assert line.startswith("vaebench: error: job lr=") and "worker died: signal 9" in line and "rerun" in line
+    results = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/result.json")]
+    assert sorted(r["status"] for r in results) == ["error", "ok", "ok"]
+    dead = next(r for r in results if r["status"] == "error")
+    assert dead["error"].startswith("worker died: signal 9") and f"lr={dead['lr']:g}" in line
+    assert "sweep done: 3 jobs (1 error, 2 ok)" in out + err

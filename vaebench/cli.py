@@ -255,9 +255,11 @@ def main() -> None:
         if e.code == 1:
             sys.exit(2)
         raise
+    for line in launcher.dead_jobs:  # a worker process died under the job (kill -9, the out-of-memory killer)
+        print(line, file=sys.stderr, flush=True)
     if launcher.unwritable_jobs or cluster.unfinished_jobs:  # each said why in its own line; so does the exit status
         sys.exit(2)
-    if device_failed or sweep.failed_devices:  # said in one line per device
+    if device_failed or sweep.failed_devices or launcher.dead_jobs:  # said in one line per device, per dead job
         sys.exit(1)
 
 

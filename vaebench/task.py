@@ -65,6 +65,13 @@ def device_broke(result: Result, device: torch.device, error: str) -> None:
     log.error("the device is broken for this process: %s", mark_broken(device, result.device_name, error))
 
 
+def identity(cfg: DictConfig) -> tuple[Any, dict[str, Any], str]:
+    """The job's checked config, its resolved values and its config_hash (what a resume compares)."""
+    typed = validate(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return typed, resolved, config_hash(device_identity(resolved, device_type(typed.device)), schema_defaults(typed))
+
+
 def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_bar: bool = False,
         slot_dir: Optional[Path] = None, multirun: bool = False) -> dict[str, Any]:
     """Run the job `cfg` into out_dir and return its result (also written as out_dir/result.json), with the
@@ -73,10 +80,8 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     slot_dir: in a sweep, the directory of the GPU slot files (vaebench.claim.gpu_slot): a worker keeps one GPU.
     Raises DeviceFailed, writing nothing, when an earlier job of this process broke its device."""
     checked = time.perf_counter()
-    typed = validate(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    typed, resolved, cfg_hash = identity(cfg)
     kind = device_type(typed.device)
-    cfg_hash = config_hash(device_identity(resolved, kind), schema_defaults(typed))
     out_dir.mkdir(parents=True, exist_ok=True)
     wants = artifacts.wanted(typed.trainer, multirun)
     if typed.resume:

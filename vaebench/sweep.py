@@ -35,7 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vaebench.config import validate
 from vaebench.errors import UserError
-from vaebench.precheck import checked_data
+from vaebench.precheck import checked_data, require_latent_size
 from vaebench.results import F, FINISHED, describe, read_result
 
 log = logging.getLogger("vaebench.sweep")
@@ -120,12 +120,13 @@ class SweepCallback(Callback):
                 if devices_seen_here(config.hydra.launcher):  # cuda:N past the GPUs: before any job
                     for device in sorted({cfg.device for cfg in typed}):
                         check_device(device)
-                checked = set()
+                shapes: dict[tuple, tuple[int, int]] = {}
                 for cfg in typed:  # each distinct data set and batch setting once: a bad file stops the sweep here
                     key = (repr(cfg.data), cfg.trainer.val_fraction, cfg.trainer.batch_size, cfg.trainer.drop_last)
-                    if key not in checked:
-                        checked_data(cfg)
-                        checked.add(key)
+                    if key not in shapes:
+                        data, split = checked_data(cfg)
+                        shapes[key] = (data.x.shape[1], len(split.train))
+                    require_latent_size(cfg.latent_dim, *shapes[key])  # every swept latent_dim, not the first one
             except (UserError, HydraException, OmegaConfBaseException) as e:
                 # Hydra turns a callback's exception into a warning and goes on; a bad value must stop here.
                 print(f"vaebench: error: {one_line(e)}", file=sys.stderr)

@@ -450,3 +450,117 @@ def test_kill_9_of_a_sweep_worker_records_its_job_and_the_others_finish(tmp_path
     dead = next(r for r in results if r["status"] == "error")
     assert dead["error"].startswith("worker died: signal 9") and f"lr={dead['lr']:g}" in line
     assert "sweep done: 3 jobs (1 error, 2 ok)" in out + err
+
+
+# ---- 7: reasons for null scores, a warning, and a bound on latent_dim -----------------------------------
+
+def test_one_label_for_every_validation_row_gives_null_scores_with_the_reason():
+    from vaebench.latent import label_scores, too_few_rows
+
+    y = np.array(["BRCA"] * 30)
+    note = too_few_rows(y)
+    assert note and "one label ('BRCA')" in note
+    z = np.random.default_rng(0).normal(size=(30, 3))
+    assert set(label_scores(z, y, z, y, 0).values()) == {None}
+
+
+def test_latent_dim_as_wide_as_the_genes_has_a_null_pca_baseline_with_a_note_and_a_warning(tmp_path, caplog):
+    import logging
+
+    from conftest import make_config
+
+    with caplog.at_level(logging.WARNING, logger="vaebench.precheck"):
+        result = run(make_config("latent_dim=40", "trainer.max_epochs=1"), tmp_path)  # TINY: 40 genes
+    assert result["status"] == "ok" and result["baseline_pca_mse"] is None
+    assert "k = latent_dim = 40" in result["pca_note"] and "PCA baseline" in caplog.text
+    assert run(make_config("latent_dim=5", "trainer.max_epochs=1"), tmp_path / "small")["pca_note"] is None
+
+
+def test_a_latent_dim_wider_than_the_genes_is_refused_before_training(tmp_path):
+    from conftest import make_config
+
+    with pytest.raises(UserError, match="config key 'latent_dim': 100000 is more than the 40 genes"):
+        run(make_config("latent_dim=100000"), tmp_path)
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_a_sweep_checks_every_swept_latent_dim_against_the_genes_before_any_job(tmp_path):
+    proc = run_cli("-m", "latent_dim=5,100000", *SMALL, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 2 and "more than the 50 genes" in one_error_line(proc.stderr)
+    assert not list((tmp_path / "sweep").rglob("run.log"))
+
+
+# ---- 9: MLflow under faults: a new store met by parallel jobs, killed attempts, a dead server ------------
+
+def tracker_for(uri: str, out_dir: Path):
+    pytest.importorskip("mlflow", reason='logger=mlflow needs MLflow: pip install "vaebench[mlflow]"')
+    from vaebench.results import Result
+    from vaebench.tracking import MlflowTracker
+
+    logger_cfg = types.SimpleNamespace(name="mlflow", tracking_uri=uri, experiment="faults")
+    result = Result(model="vae", optimizer="adam", lr=1e-3, latent_dim=2, seed=0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return MlflowTracker(logger_cfg, {"lr": 1e-3}, result, out_dir, multirun=True)
+
+
+def lock_held(lock: Path) -> bool:
+    import fcntl
+
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def test_a_new_sqlite_store_is_opened_and_migrated_under_the_lock(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason='logger=mlflow needs MLflow: pip install "vaebench[mlflow]"')
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db = tmp_path / "mlflow.db"
+    held = []
+    real = SqlAlchemyStore.__init__
+
+    def opening(self, *args, **kwargs):  # where MLflow creates and migrates a new store's tables
+        held.append(lock_held(Path(str(db) + ".lock")))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqlAlchemyStore, "__init__", opening)
+    tracker = tracker_for(f"sqlite:///{db}", tmp_path / "run")
+    assert tracker.client and held and all(held)
+
+
+def test_a_resumed_job_ends_the_run_its_killed_attempt_left_running(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    killed = tracker_for(uri, tmp_path / "job")  # its process was killed: the run stays RUNNING
+    again = tracker_for(uri, tmp_path / "job")
+    client = again.client
+    experiment = client.get_experiment_by_name("faults").experiment_id
+    active = client.search_runs([experiment])
+    assert [r.info.run_id for r in active] == [again.run_id] and active[0].info.status == "RUNNING"
+    assert client.get_run(killed.run_id).info.status == "KILLED"
+    assert client.get_run(killed.run_id).info.lifecycle_stage == "deleted"
+
+
+def test_a_dead_server_costs_one_warning_line_and_no_retry_lines(tmp_path, capsys, caplog):
+    import logging
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_log = logging.FileHandler(tmp_path / "run.log")
+    logging.getLogger().addHandler(run_log)
+    try:
+        with caplog.at_level(logging.INFO):
+            tracker = tracker_for(f"http://127.0.0.1:{port}", tmp_path / "job")
+    finally:
+        logging.getLogger().removeHandler(run_log)
+        run_log.close()
+    assert tracker.client is False
+    err = capsys.readouterr().err
+    assert one_error_line(err).startswith("vaebench: warning: mlflow tracking at") and "Retrying" not in err
+    assert "Retrying" not in caplog.text and "mlflow tracking at" not in caplog.text  # not twice on a console
+    assert "mlflow tracking at" in (tmp_path / "run.log").read_text()  # run.log keeps its copy

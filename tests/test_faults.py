@@ -476,17 +476,17 @@ def test_latent_dim_as_wide_as_the_genes_has_a_null_pca_baseline_with_a_note_and
     assert run(make_config("latent_dim=5", "trainer.max_epochs=1"), tmp_path / "small")["pca_note"] is None
 
 
-def test_a_latent_dim_wider_than_the_genes_is_refused_before_training(tmp_path):
+def test_a_latent_dim_ten_times_wider_than_the_genes_is_refused_before_training(tmp_path):
     from conftest import make_config
 
-    with pytest.raises(UserError, match="config key 'latent_dim': 100000 is more than the 40 genes"):
+    with pytest.raises(UserError, match="config key 'latent_dim': 100000 is more than 10 times the 40 genes"):
         run(make_config("latent_dim=100000"), tmp_path)
     assert not (tmp_path / "result.json").exists()
 
 
 def test_a_sweep_checks_every_swept_latent_dim_against_the_genes_before_any_job(tmp_path):
     proc = run_cli("-m", "latent_dim=5,100000", *SMALL, "hydra.sweep.dir=sweep", cwd=tmp_path)
-    assert proc.returncode == 2 and "more than the 50 genes" in one_error_line(proc.stderr)
+    assert proc.returncode == 2 and "more than 10 times the 50 genes" in one_error_line(proc.stderr)
     assert not list((tmp_path / "sweep").rglob("run.log"))
 
 
@@ -564,3 +564,120 @@ def test_a_dead_server_costs_one_warning_line_and_no_retry_lines(tmp_path, capsy
     assert one_error_line(err).startswith("vaebench: warning: mlflow tracking at") and "Retrying" not in err
     assert "Retrying" not in caplog.text and "mlflow tracking at" not in caplog.text  # not twice on a console
     assert "mlflow tracking at" in (tmp_path / "run.log").read_text()  # run.log keeps its copy
+
+
+# ---- 10: SLURM (Submitit): a resume submits only what is unfinished; a line per job; the summary counts all ----
+
+def submitit_launcher_config(sweep_dir: Path, *overrides: str):
+    """The main process's view of a Submitit sweep (the config and the loader Hydra hands the launcher)."""
+    pytest.importorskip("submitit", reason="install vaebench[cluster]")
+    from hydra import initialize_config_dir
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import HydraContext, RunMode
+
+    from vaebench.cli import conf_dir
+    from vaebench.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        config = loader.load_configuration("config", overrides=["hydra/launcher=slurm_cpu", f"hydra.sweep.dir={sweep_dir}",
+                                                                *overrides], run_mode=RunMode.MULTIRUN)
+        return types.SimpleNamespace(config=config, hydra_context=HydraContext(config_loader=loader,
+                                                                               callbacks=Callbacks()))
+
+
+def test_a_resume_on_a_cluster_submits_only_the_unfinished_jobs(tmp_path):
+    from omegaconf import open_dict, read_write
+
+    from conftest import TINY
+    from vaebench import cluster
+
+    launcher = submitit_launcher_config(tmp_path / "sweep", "lr=1e-3,1e-2", *TINY)
+    jobs = [["lr=0.001", *TINY], ["lr=0.01", *TINY]]
+    assert cluster.finished_jobs(launcher, jobs) == {}  # a new sweep: nothing composed, everything submitted
+    sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, jobs[1])
+    out_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+    with read_write(sweep_config), open_dict(sweep_config):
+        del sweep_config["hydra"]
+    result = run(sweep_config, out_dir, multirun=True)  # what the job did on its node
+    assert result["status"] == "ok"
+    found = cluster.finished_jobs(launcher, jobs)
+    assert list(found) == [1] and found[1]["config_hash"] == result["config_hash"]
+    again = submitit_launcher_config(tmp_path / "sweep", "lr=1e-3,1e-2", *TINY, "resume=false")
+    assert cluster.finished_jobs(again, [[*job, "resume=false"] for job in jobs]) == {}
+
+
+def test_a_collected_cluster_job_prints_its_progress_line(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("submitit", reason="install vaebench[cluster]")
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from vaebench import cluster
+    from vaebench.results import Result, write_result
+
+    write_result(tmp_path, Result(status="ok", model="vae", optimizer="adam", lr=1e-3, latent_dim=2, seed=0,
+                                  epochs_run=3, val_recon_mse=0.05))
+
+    class Done:
+        def results(self):
+            return [JobReturn(overrides=["lr=0.001"], status=JobStatus.COMPLETED, _return_value=0.05,
+                              hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}}))]
+
+    monkeypatch.setattr(cluster, "total_jobs", 6)
+    monkeypatch.setattr(cluster, "collected", 2)
+    cluster.Collected(Done(), ["lr=0.001"]).results()
+    assert capsys.readouterr().out.startswith("[3/6] vae adam lr=0.001 latent=2 seed=0 -> ok val_mse=0.05")
+
+
+def test_the_summary_of_a_sweep_with_a_cancelled_job_counts_it(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from vaebench import cluster, sweep
+
+    monkeypatch.setenv(sweep.INVOCATION_ENV, json.dumps({"id": "x", "jobs": 6, "started": 0}))
+    (tmp_path / sweep.PROGRESS_FILE).write_text("".join(json.dumps({"status": "ok", "sweep": "x"}) + "\n" for _ in range(5)))
+    monkeypatch.setattr(cluster, "unfinished_jobs", 1)
+    with caplog.at_level(logging.INFO, logger="vaebench.sweep"):
+        sweep.SweepCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert "sweep done: 6 jobs (1 no result, 5 ok)" in caplog.text
+
+
+def test_the_cluster_extra_pins_the_submitit_versions_vaebench_patches():
+    import re
+    from importlib import metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    from conftest import REPO
+
+    text = (REPO / "pyproject.toml").read_text()
+    pins = dict(re.findall(r'"(submitit|hydra-submitit-launcher)([^"]+)"', text.split("cluster = [", 1)[1].split("]", 1)[0]))
+    assert set(pins) == {"submitit", "hydra-submitit-launcher"} and all("<" in p for p in pins.values())
+    for name, pin in pins.items():
+        try:
+            assert metadata.version(name) in SpecifierSet(pin)
+        except metadata.PackageNotFoundError:
+            pass
+
+
+@pytest.mark.slow  # two sweeps on Submitit's local executor: one process per job
+def test_a_resumed_submitit_sweep_submits_nothing_finished_and_prints_a_line_per_job(tmp_path):
+    import re
+
+    from conftest import TINY
+
+    grid = ["-m", "hydra/launcher=local", "lr=1e-3,1e-2", *TINY, "hydra.sweep.dir=sweep"]
+    first = run_cli(*grid, cwd=tmp_path, timeout=900)
+    assert first.returncode == 0, first.stderr
+    lines = [line for line in first.stdout.splitlines() if re.match(r"\[\d+/2\] ", line)]
+    assert len(lines) == 2 and all("-> ok" in line for line in lines)
+    submitted = sorted(p.name for p in (tmp_path / "sweep" / ".submitit").iterdir())
+    again = run_cli(*grid, cwd=tmp_path, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in (tmp_path / "sweep" / ".submitit").iterdir()) == submitted  # nothing queued
+    assert len([line for line in again.stdout.splitlines() if "-> skipped" in line]) == 2
+    assert "sweep done: 2 jobs (2 skipped)" in again.stdout + again.stderr

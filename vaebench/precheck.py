@@ -29,13 +29,17 @@ def require_training_batch(n_train: int, trainer: TrainerConfig) -> None:
                         f"trainer.batch_size={trainer.batch_size}; set trainer.drop_last=false or a smaller batch size")
 
 
+LATENT_PER_GENE = 10  # a latent code more than this many times wider than the genes is refused as absurd
+
+
 def require_latent_size(latent_dim: int, n_genes: int, n_train: int) -> None:
-    """A latent code wider than the genes cannot summarise them and costs minutes of scoring (latent_dim=100000
-    on 200 genes): refused. One as wide as the genes, or the training rows, leaves the PCA baseline without a
-    k to reduce to: said in one warning (and in each result's pca_note)."""
-    if latent_dim > n_genes:
-        raise UserError(f"config key 'latent_dim': {latent_dim} is more than the {n_genes} genes of the data; a "
-                        f"latent code wider than the data does not summarise it: use latent_dim <= {n_genes}")
+    """A latent code many times wider than the genes summarises nothing and costs minutes of scoring
+    (latent_dim=100000 on 200 genes): refused. One as wide as the genes, or the training rows, leaves the PCA
+    baseline without a k to reduce to: said in one warning (and in each result's pca_note)."""
+    if latent_dim > LATENT_PER_GENE * n_genes:
+        raise UserError(f"config key 'latent_dim': {latent_dim} is more than {LATENT_PER_GENE} times the {n_genes} "
+                        f"genes of the data; a latent code that wide does not summarise them: use latent_dim <= "
+                        f"{n_genes} (at most {LATENT_PER_GENE * n_genes})")
     if latent_dim >= min(n_genes, n_train):
         log.warning("latent_dim=%d is not below the %d genes and %d training rows: the PCA baseline "
                     "(baseline_pca_mse, recon_vs_pca, latent_*_pca) is null", latent_dim, n_genes, n_train)

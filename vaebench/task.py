@@ -65,11 +65,26 @@ def device_broke(result: Result, device: torch.device, error: str) -> None:
     log.error("the device is broken for this process: %s", mark_broken(device, result.device_name, error))
 
 
-def identity(cfg: DictConfig) -> tuple[Any, dict[str, Any], str]:
-    """The job's checked config, its resolved values and its config_hash (what a resume compares)."""
+def identity(cfg: DictConfig, kind: Optional[str] = None) -> tuple[Any, dict[str, Any], str]:
+    """The job's checked config, its resolved values and its config_hash (what a resume compares). kind: where it
+    trains (cpu or cuda), when not this machine's (a SLURM node)."""
     typed = validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return typed, resolved, config_hash(device_identity(resolved, device_type(typed.device)), schema_defaults(typed))
+    kind = kind or device_type(typed.device)
+    return typed, resolved, config_hash(device_identity(resolved, kind), schema_defaults(typed))
+
+
+def finished(cfg: DictConfig, out_dir: Path, multirun: bool, kind: Optional[str] = None) -> Optional[dict[str, Any]]:
+    """The finished result a resume keeps for this job, or None when it must run (resume=false included)."""
+    typed, _, cfg_hash = identity(cfg, kind)
+    if not typed.resume:
+        return None
+    done = finished_result(out_dir, cfg_hash)
+    wants = artifacts.wanted(typed.trainer, multirun)
+    if done is not None and (done[F.status] != "ok"  # a failed run saves nothing
+                             or artifacts.present(out_dir, wants, artifacts.anndata_input(typed.data))):
+        return done
+    return None
 
 
 def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_bar: bool = False,
@@ -84,13 +99,10 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     kind = device_type(typed.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     wants = artifacts.wanted(typed.trainer, multirun)
-    if typed.resume:
-        done = finished_result(out_dir, cfg_hash)
-        kept = done is not None and (done[F.status] != "ok"  # a failed run saves nothing
-                                     or artifacts.present(out_dir, wants, artifacts.anndata_input(typed.data)))
-        if kept:
-            log.info("skipped: %s already holds a finished result (status %s)", out_dir, done[F.status])
-            return {**done, "skipped": True, F.wall_time_s: time.perf_counter() - checked}
+    done = finished(cfg, out_dir, multirun)
+    if done is not None:
+        log.info("skipped: %s already holds a finished result (status %s)", out_dir, done[F.status])
+        return {**done, "skipped": True, F.wall_time_s: time.perf_counter() - checked}
     if broken():
         raise DeviceFailed(broken())
 

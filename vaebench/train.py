@@ -244,7 +244,7 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
     if not bounds:
         raise ValueError(f"no training batch: {n_train} training rows with batch_size={batch_size}, "
                          f"drop_last={t.drop_last}")
-    model.start_variance(x.index_select(0, train_rows))
+    model.start_variance(x, train_rows)
     if device.type == "cpu":
         retain_freed_memory()
     step_loss = forward_loss(model, t.compile, t.amp)

@@ -289,11 +289,13 @@ class BaseVAE(nn.Module):
         return -gaussian_nll(F.mse_loss(recon, x, reduction="none"), variance)
 
     @torch.no_grad()
-    def start_variance(self, x_train: Tensor) -> None:
-        """Start a learned decoder variance at the training rows' variance per gene: the error of the
-        per-gene-mean predictor, the decoder's own error before it has learned anything."""
+    def start_variance(self, x: Tensor, train_rows: Optional[Tensor] = None) -> None:
+        """Start a learned decoder variance at the training rows' variance per gene (rows train_rows of x, or
+        all of x): the error of the per-gene-mean predictor, the decoder's own error before it has learned
+        anything. A no-op for a fixed variance."""
         if self.variance is not None:
-            self.variance.start_at(x_train.double().var(0).float())
+            rows = x if train_rows is None else x.index_select(0, train_rows)
+            self.variance.start_at(rows.double().var(0).float())  # float64: one rounding, any row count
 
     def loss(self, out: ForwardOutput, x: Tensor, kld_weight: float) -> dict[str, Tensor]:
         raise NotImplementedError

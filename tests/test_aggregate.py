@@ -421,7 +421,7 @@ def test_fractional_mean_epochs_draw_a_size_legend(tmp_path):
     fig = agg.plot_model(agg.cells(df, "val_recon_mse"), agg.levels(df), "vae", "val_recon_mse")
     sizes = {h.get_label(): h.get_markersize() for h in fig.legends[0].legend_handles if "epochs" in h.get_label()}
     assert list(sizes) == ["2 epochs", "3 epochs", "4 epochs"]
-    assert (sizes["2 epochs"], sizes["4 epochs"]) == pytest.approx((math.sqrt(25), math.sqrt(320)))  # the extremes
+    assert (sizes["2 epochs"], sizes["4 epochs"]) == pytest.approx((math.sqrt(40), math.sqrt(300)))  # the extremes
     agg.plt.close(fig)
 
 
@@ -441,7 +441,8 @@ def test_latent_score_with_non_positive_values_is_drawn_on_a_linear_scale(tmp_pa
     fig = agg.plot_model(agg.cells(df, "latent_ari"), agg.levels(df), "vae", "latent_ari")
     assert colour_bar_label(fig) == "mean latent_ari\n(linear scale: a score that can be ≤ 0)"
     texts = sorted(t.get_text() for t in fig.axes[0].texts)
-    assert texts == ["±0.042", "±0.071"]  # the sd itself: relative to a mean near 0 it would be meaningless
+    # Each cell's value, and the sd itself: relative to a mean near 0 it would be meaningless.
+    assert texts == ["-0.0300", "0.450", "±0.042", "±0.071"]
     assert "\n" in fig.get_suptitle()  # one narrow panel: the title is wrapped, not clipped at the edges
     agg.plt.close(fig)
     # The ANOVA of the score itself, never of its logarithm: the same numbers as the linear colour scale.
@@ -463,7 +464,7 @@ def test_figures_are_files_that_open(tmp_path):
     failing_grid(tmp_path / "runs")
     agg.main([str(tmp_path / "runs"), "--format", "png,svg,pdf"])
     out = tmp_path / "runs" / "aggregate"  # the default: <first PATH>/aggregate
-    for stem in ("dotplot_vae", "overview"):
+    for stem in ("dotplot_vae",):
         with Image.open(out / f"{stem}.png") as im:
             im.load()
             assert im.width > 400 and im.height > 200
@@ -471,7 +472,61 @@ def test_figures_are_files_that_open(tmp_path):
         pdf = (out / f"{stem}.pdf").read_bytes()
         assert pdf.startswith(b"%PDF-") and b"%%EOF" in pdf[-64:]
     report = (out / "report.md").read_text()
-    assert "![vae: dot-plot](dotplot_vae.png)" in report and "![all models](overview.png)" in report
+    assert "![vae: dot-plot](dotplot_vae.png)" in report
+    # One model: an overview would repeat its figure, so there is none (issue 22).
+    assert not (out / "overview.png").exists() and "overview" not in report
+
+
+def test_an_overview_for_two_models_and_every_title_says_objective_and_data(tmp_path):
+    for model in ("vae", "iwae"):
+        for lr in (1e-3, 1e-2):
+            write_run(tmp_path / "runs", f"{model}{lr}", model=model, lr=lr, n_train=180, n_val=20, n_features=50,
+                      loss_mode="elbo", config={"trainer": {"max_epochs": 30}, "model": {"loss_mode": "elbo"},
+                                                "data": {"name": "table", "path": "/data/brca.tsv.gz"}})
+    agg.main([str(tmp_path / "runs")])
+    out = tmp_path / "runs" / "aggregate"
+    assert (out / "overview.png").exists() and "![all models](overview.png)" in (out / "report.md").read_text()
+    df = table(tmp_path / "runs")
+    assert agg.runs_context(df) == "objective elbo, data table brca.tsv.gz (200 x 50)"
+    lvl, c = agg.levels(df), agg.cells(df, "val_recon_mse")
+    for fig in (agg.plot_model(c[c.model == "vae"], lvl, "vae", "val_recon_mse", agg.runs_context(df)),
+                agg.plot_overview(c, lvl, "val_recon_mse", agg.runs_context(df))):
+        title = fig.get_suptitle().replace("\n", " ")
+        assert "objective elbo" in title and "brca.tsv.gz (200 x 50)" in title
+        agg.plt.close(fig)
+    assert "objective elbo, data table brca.tsv.gz (200 x 50)" in (out / "report.md").read_text()
+
+
+def test_each_value_is_printed_and_the_colour_ticks_span_the_data(tmp_path):
+    # Issue 22: the demo's bar labelled only 0.9 and 1 while the data ran from 1.0 to 1.22, and no value was printed.
+    values = {(1e-4, 10): 1.003, (1e-4, 50): 1.012, (1e-3, 10): 1.09, (1e-3, 50): 1.216}
+    for (lr, z), v in values.items():
+        write_run(tmp_path, f"{lr}{z}", lr=lr, latent_dim=z, recon_vs_mean=v, collapsed=True, epochs_run=2)
+    df = table(tmp_path)
+    fig = agg.plot_model(agg.cells(df, "recon_vs_mean"), agg.levels(df), "vae", "recon_vs_mean")
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["1.00", "1.01", "1.09", "1.22"]
+    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    ticks = [t for t in bar.get_yticks() if bar.get_ylim()[0] <= t <= bar.get_ylim()[1]]
+    assert min(ticks) == pytest.approx(1.003) and max(ticks) == pytest.approx(1.216)  # the data's ends are labelled
+    assert len(ticks) >= 4  # and round values between them
+    labels = [t.get_text() for t in bar.get_yticklabels()]
+    assert "1.22" in labels and all("10^" not in t and "times" not in t for t in labels)
+    agg.plt.close(fig)
+
+
+def test_collapsed_short_runs_stay_visible_under_their_bar(tmp_path):
+    # Issue 22: the bar was drawn over the smallest dots and hid them. Now it lies behind, longer than the dot.
+    write_run(tmp_path, "short", recon_vs_mean=1.01, collapsed=True, epochs_run=1)
+    write_run(tmp_path, "long", lr=1e-2, recon_vs_mean=0.5, collapsed=False, epochs_run=20)
+    df = table(tmp_path)
+    fig = agg.plot_model(agg.cells(df, "recon_vs_mean"), agg.levels(df), "vae", "recon_vs_mean")
+    ax = fig.axes[0]
+    dots = next(c for c in ax.collections if c.get_label() == "ok")
+    bar = next(c for c in ax.collections if c.get_label() == "collapsed")
+    assert bar.get_zorder() < dots.get_zorder()
+    dot_size = dots.get_sizes()[list(map(tuple, dots.get_offsets())).index((0, 0))]
+    assert math.sqrt(bar.get_sizes()[0]) > math.sqrt(dot_size) + 5  # reaches out of the dot on both sides
+    agg.plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------ did the models learn?

@@ -291,3 +291,54 @@ def levels(df: pd.DataFrame) -> dict[str, list]:
     return {"model": _ordered(df[F.model], MODEL_ORDER), "optimizer": _ordered(df[F.optimizer], OPTIMIZER_ORDER),
             "lr": sorted(df[F.lr].unique()), "latent_dim": sorted(df[F.latent_dim].unique())}
 
+
+
+def _values(df: pd.DataFrame, column: str) -> list[str]:
+    """The distinct non-null values of a column as text, in table order; none when the column is absent."""
+    if column not in df:
+        return []
+    return [str(v) for v in dict.fromkeys(df[column].dropna())]
+
+
+def objective_text(df: pd.DataFrame) -> str:
+    """The objective the runs trained under, in a few words: the `objective` config group's choice when the
+    results recorded it, else the loss mode (with the decoder's variance under the ELBO, when recorded)."""
+    for column in ("config.objective.name", "config.objective"):
+        chosen = _values(df, column)
+        if chosen:
+            return "objective " + " / ".join(chosen)
+    modes = _values(df, "config.model.loss_mode") or _values(df, "loss_mode")
+    if not modes:
+        return ""
+    text = " / ".join(modes)
+    variance = _values(df, "config.model.decoder_variance")
+    if modes == ["elbo"] and variance:
+        text += f" (decoder variance {' / '.join(variance)})"
+    return f"objective {text}"
+
+
+def data_text(df: pd.DataFrame) -> str:
+    """The data set in a few words: its source, the file (or cohort) and the matrix's samples x genes."""
+    names = _values(df, "config.data.name")
+    if not names:
+        return ""
+    what = " / ".join(names)
+    files = [Path(p).name for p in _values(df, "config.data.path")] or _values(df, "config.data.cohort")
+    if files:
+        what += " " + " / ".join(files)
+    rows = sum(pd.to_numeric(df[c], errors="coerce").fillna(0) for c in (F.n_train, F.n_val, F.n_test) if c in df)
+    genes = pd.to_numeric(df[F.n_features], errors="coerce") if F.n_features in df else None
+    if genes is not None and isinstance(rows, pd.Series):
+        shapes = [f"{int(r):,} x {int(g):,}" for r, g in dict.fromkeys(zip(rows, genes)) if r > 0 and np.isfinite(g)]
+        if len(shapes) == 1:
+            what += f" ({shapes[0]})"
+    elif names == ["synthetic"]:
+        n, g = _values(df, "config.data.n_samples"), _values(df, "config.data.n_genes")
+        if len(n) == 1 and len(g) == 1:
+            what += f" ({int(float(n[0])):,} x {int(float(g[0])):,})"
+    return f"data {what}"
+
+
+def runs_context(df: pd.DataFrame) -> str:
+    """What a figure's title and a report's head say the runs were: objective and data set."""
+    return ", ".join(t for t in (objective_text(df), data_text(df)) if t)

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from vaebench.aggregate.collect import Experiments, Scan, cells, levels, successful
+from vaebench.aggregate.collect import Experiments, Scan, cells, levels, runs_context, successful
 from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
 from vaebench.aggregate.stats import (LEARNED, MODERATE, RECON, STRONG, WITHIN, best_config, best_on_test,
                                       direction, factor_effects, failure_rates, has_baselines, has_test,
@@ -316,6 +316,9 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
     if experiment:
         lines += [f"**{experiment}.** The runs of the other experiments differ from these in data or settings and "
                   "have their own reports ([all experiments](../report.md)).", ""]
+    context = runs_context(df)
+    if context:  # as in every figure's title
+        lines += [f"Runs: {context}.", ""]
     lines += [f"Metric: `{metric}` ({direction(metric)}). " + _read_from(scanned, paths, len(df), dropped, bool(experiment))
               + ". All numbers below can be recomputed from `results.csv` (see the end).", "", *note]
     if not (df[F.status] == "ok").any():

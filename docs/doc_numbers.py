@@ -32,7 +32,7 @@ from vaebench.aggregate.collect import CELL, cells, levels, runs_context, scan, 
 from vaebench.aggregate.fmt import fmt_lr
 from vaebench.aggregate.report import summary
 from vaebench.aggregate.plots import plot_model, save
-from vaebench.aggregate.stats import LEARNED, analysed, best_config, factor_effects, robustness, seed_spread
+from vaebench.aggregate.stats import LEARNED, analysed, analysed_runs, best_config, factor_effects, robustness, seed_spread
 from vaebench.results import F
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def seeds_robust(d: Demo) -> str:
 
 def seeds_spread(d: Demo) -> str:
     """docs/choosing-settings.md: the seed sd against each hyper-parameter's effect, and how many seeds suffice."""
-    ok = successful(d.seeds, METRIC)
+    ok = analysed_runs(successful(d.seeds, METRIC)).runs  # as the report: the runs that learned
     spread = seed_spread(ok, METRIC)
     effects = factor_effects(ok, METRIC)
     means = analysed(ok[METRIC], METRIC).groupby([ok[F.optimizer], ok[F.lr], ok[F.latent_dim]]).mean()

@@ -571,7 +571,9 @@ def test_report_opens_with_did_the_models_learn(tmp_path, capsys):
     assert learned[["model", "ok runs", "collapsed"]].values.tolist() == [["vae", "4", "1"], ["iwae", "2", "2"]]
     assert refs["model"].tolist() == ["vae", "iwae"] and refs["trained > untrained"].tolist() == ["0.5", "0"]
     section = report.split("## Did the models learn?")[1].split("## Summary")[0]
-    assert "**iwae:" in section and "**vae:" not in section  # only the model that never learned is called out
+    assert "**iwae: no run beats the mean predictor" in section
+    # Issue 22: the warning appeared only when every run collapsed; now whenever a real share (here 1 of 4) did.
+    assert "**vae: 1 of 4 successful runs (25%) did not learn (collapsed).**" in section
     summary = md_tables(report)[2]
     assert summary.columns[-1] == "best recon_vs_mean"
 
@@ -778,3 +780,98 @@ def test_results_written_before_the_rename_read_nan_as_diverged(tmp_path):
     runs = agg.read_table(csv)
     assert runs["status"].tolist() == ["diverged", "ok"] and runs["stop_reason"].tolist() == ["diverged", "converged"]
     assert runs["val_recon_mse"].isna().tolist() == [True, False]
+
+
+# ------------------------------------------------------------------------------------------ issue 22: the report
+
+def brca_like_grid(root: Path) -> None:
+    """As on BRCA: SGD collapsed everywhere (about the mean predictor), Adam and RMSprop learned, lr matters."""
+    for opt, lr, z in product(("adam", "rmsprop", "sgd"), (1e-4, 1e-3, 1e-2), (10, 50)):
+        learned = opt != "sgd"
+        value = (0.5 + 0.1 * [1e-4, 1e-3, 1e-2].index(lr) + 0.01 * (z == 50) + 0.02 * (opt == "rmsprop")
+                 + 0.003 * ((z == 50) == (lr == 1e-3))) if learned else 1.0 + 0.001 * (z == 50)
+        write_run(root, f"{opt}_{lr}_{z}", schema=2, optimizer=opt, lr=lr, latent_dim=z, recon_vs_mean=value,
+                  val_recon_mse=0.02 * value, collapsed=not learned, active_units=5 if learned else 0)
+
+
+def test_the_anova_uses_the_runs_that_learned_and_counts_the_collapsed_apart(tmp_path):
+    brca_like_grid(tmp_path / "runs")
+    agg.main([str(tmp_path / "runs")])
+    report = (tmp_path / "runs" / "aggregate" / "report.md").read_text()
+    assert "Over the 12 successful runs that learned: the 6 that collapsed" in report
+    anova = table_with(report, "partial η²").set_index("term")
+    assert "Factorial ANOVA of ln(recon_vs_mean) over 12 successful runs" in report
+    # Without SGD's collapsed runs the optimizer no longer "matters most" (it did, only saying that SGD collapsed):
+    # two optimizers are left (1 df), and the learning rate moves the metric most. 12 runs leave 2 residual df: no p.
+    assert anova.loc["optimizer", "df"] == "1" and "By partial η², **lr** moves ln(recon_vs_mean) most" in report
+    per_opt = table_with(report, "of them collapsed").set_index("optimizer")
+    assert per_opt.loc["sgd", ["of them collapsed", "did not learn"]].tolist() == ["6", "1"]
+    assert "Runs failed or collapsed per optimizer x learning rate:" in report
+    summary = table_with(report, "best configuration").set_index("model")
+    assert summary.loc["vae", "collapsed"] == "6"
+
+
+def test_no_p_value_from_too_few_residual_degrees_of_freedom(tmp_path):
+    # 2 optimizers x 2 lr x 2 latent sizes, one seed: the two-way interactions leave 1 residual df.
+    for opt, lr, z in product(("adam", "rmsprop"), (1e-3, 1e-2), (10, 50)):
+        write_run(tmp_path, f"{opt}{lr}{z}", optimizer=opt, lr=lr, latent_dim=z,
+                  val_recon_mse=0.1 * (1 + (opt == "rmsprop")) * (1 + 0.5 * (lr == 1e-2)) * (1 + 0.01 * (z == 50))
+                  * (1.003 if (opt, lr, z) == ("adam", 1e-3, 10) else 1))
+    df = table(tmp_path)
+    result = agg.sensitivity(agg.successful(df, "val_recon_mse"), "val_recon_mse")
+    assert result.residual_df == 1 and not result.tested
+    assert result.table["p"].isna().all() and result.table["partial_eta_sq"].drop("Residual").notna().all()
+    agg.main([str(tmp_path)])
+    report = (tmp_path / "aggregate" / "report.md").read_text()
+    anova = table_with(report, "partial η²")
+    assert set(anova["p"]) == {"—"} and set(anova["F"]) == {"—"}
+    assert "No F test and no p-value: the residual has 1 degree of freedom" in report
+    assert "p = " not in report.split("### What explains")[1].split("### Failures")[0]
+
+
+def test_the_best_configuration_is_flagged_when_it_hit_the_epoch_limit_still_improving(tmp_path):
+    config = {"trainer": {"max_epochs": 15}, "model": {"hidden_dims": [256]}}
+    write_run(tmp_path, "best", val_recon_mse=0.05, epochs_run=15, converged=False, stop_reason="max_epochs",
+              still_improving=True, config=config)
+    write_run(tmp_path, "other", lr=1e-2, val_recon_mse=0.2, epochs_run=6, config=config)
+    agg.main([str(tmp_path)])
+    report = (tmp_path / "aggregate" / "report.md").read_text()
+    flag = "hit the epoch limit (15 of 15 epochs), still improving at its last epoch"
+    assert f"**⚠ The best configuration {flag}:**" in report
+    assert table_with(report, "best configuration")["best configuration"].tolist() == [
+        f"adam, lr 1e-3, latent 10 ⚠ {flag}"]
+
+
+def test_the_held_out_likelihood_is_reported_and_can_be_the_metric(tmp_path):
+    for lr, nll, ppca in ((1e-3, -1.20, -1.10), (1e-2, -0.90, -1.10)):
+        write_run(tmp_path, f"r{lr}", schema=2, lr=lr, recon_vs_mean=0.4, collapsed=False, val_nll_is=nll,
+                  baseline_ppca_nll=ppca, nll_vs_ppca=nll - ppca, kl_units_90=7)
+    write_run(tmp_path, "old", schema=2, lr=1e-4, recon_vs_mean=0.5, collapsed=False)  # written before the field
+    df = table(tmp_path)
+    learned = agg.learning(df).set_index("model")
+    assert learned.loc["vae", ["best val_nll_is", "baseline_ppca_nll there", "share beating PPCA (nll_vs_ppca < 0)",
+                               "median kl_units_90"]].tolist() == pytest.approx([-1.2, -1.1, 0.5, 7])
+    agg.main([str(tmp_path), "--metric", "val_nll_is", "--out", str(tmp_path / "nll")])
+    report = (tmp_path / "nll" / "report.md").read_text()
+    assert "Metric: `val_nll_is` (lower is better)" in report
+    assert table_with(report, "best configuration")["best val_nll_is"].tolist() == ["-1.2"]
+    for metric in ("val_nll_is", "nll_vs_ppca"):  # log-likelihoods: a linear scale, whatever their sign
+        fig = agg.plot_model(agg.cells(df, metric), agg.levels(df), "vae", metric)
+        assert "linear scale: a log-likelihood" in colour_bar_label(fig)
+        agg.plt.close(fig)
+    fig = agg.plot_model(agg.cells(df, "nll_vs_ppca"), agg.levels(df), "vae", "nll_vs_ppca")
+    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    assert any(list(line.get_ydata()) == [0.0, 0.0] for line in bar.get_lines())  # 0 = probabilistic PCA
+    agg.plt.close(fig)
+
+
+def test_latent_scores_are_led_by_the_balanced_probe_accuracy(tmp_path):
+    # Tumour / normal at 1104 / 114: k-means' ARI is near 0 where a linear probe separates them.
+    for lr, ari, probe in ((1e-3, 0.04, 0.99), (1e-2, 0.21, 0.97), (1e-4, 0.10, 0.98)):
+        write_run(tmp_path, f"r{lr}", schema=2, lr=lr, recon_vs_mean=0.4, latent_ari=ari, latent_nmi=ari,
+                  latent_probe_balanced_accuracy=probe, latent_ari_untrained=0.0, latent_ari_pca=0.05,
+                  latent_probe_balanced_accuracy_untrained=0.8, latent_probe_balanced_accuracy_pca=0.95)
+    df = table(tmp_path)
+    assert agg.latent_against_references(df)["latent score"].tolist() == ["latent_probe_balanced_accuracy", "latent_ari"]
+    assert agg.recon_vs_latent(df)["latent metric"].drop_duplicates().tolist() == [
+        "latent_probe_balanced_accuracy", "latent_ari", "latent_nmi"]

@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator  # noqa: E402
 
 from vaebench.aggregate.fmt import fmt_lr, fmt_spread  # noqa: E402
-from vaebench.aggregate.stats import LINEAR, direction, is_log_scale, worse  # noqa: E402
+from vaebench.aggregate.stats import LIKELIHOODS, LINEAR, direction, is_log_scale, worse  # noqa: E402
 from vaebench.results import DIVERGED, F  # noqa: E402
 
 # Failures are drawn in black shapes, never in colour, so they cannot be read as a metric value.
@@ -34,7 +34,10 @@ FAILURE_LABELS = {DIVERGED: "diverged: loss or weights became NaN/Inf", "oom": "
 CMAP = "viridis"  # perceptually uniform and colour-blind safe
 # Ratios to a baseline: 1 (no better than the baseline) is always on the colour bar, drawn as a line, so that
 # a figure says at a glance whether anything beat it, whatever the data set.
-REFERENCE_LINES = {F.recon_vs_mean: "1 = mean predictor", F.recon_vs_pca: "1 = PCA"}
+# nll_vs_ppca (val_nll_is - baseline_ppca_nll, the calibrated objective's): below 0 the VAE's held-out likelihood
+# beats probabilistic PCA with as many components.
+REFERENCE_LINES = {F.recon_vs_mean: "1 = mean predictor", F.recon_vs_pca: "1 = PCA", "nll_vs_ppca": "0 = probabilistic PCA"}
+REFERENCE_VALUES = {"nll_vs_ppca": 0.0}  # the others' line is at 1
 # A bar through the dot, drawn behind it and longer than it on both sides (─●─): the dot's colour stays visible
 # however small the dot, and the bar says the run did not learn. It hid the smallest dots when drawn on top.
 COLLAPSED = dict(marker="_", linewidths=2.0, color="black")
@@ -105,7 +108,10 @@ def scales_for(figure_cells: pd.DataFrame, metric: str) -> Scales:
     log = is_log_scale(values, metric)
     lo, hi = (values.min(), values.max()) if len(values) else (1.0, 1.0)
     data_lo, data_hi = lo, hi
-    if metric in REFERENCE_LINES:  # 1 inside the bar, with a little room on both sides for its line
+    if metric in REFERENCE_LINES and metric in REFERENCE_VALUES:  # a difference: 0 inside the bar, a little room
+        pad = 0.03 * max(hi - lo, abs(lo), abs(hi), 1e-12)
+        lo, hi = min(lo, REFERENCE_VALUES[metric] - pad), max(hi, REFERENCE_VALUES[metric] + pad)
+    elif metric in REFERENCE_LINES:  # a ratio: 1 inside the bar, with a little room on both sides for its line
         lo, hi = min(lo, 1 / 1.03), max(hi, 1.03)
     if lo == hi:  # a single value still needs a scale that contains it
         lo, hi = (lo / 1.1, hi * 1.1) if log else (lo - 1, hi + 1)
@@ -214,11 +220,12 @@ def _grid_figure(figure_cells: pd.DataFrame, lvl: dict[str, list], rows: list[st
         if metric in REFERENCE_LINES:
             scale += f"; line: {REFERENCE_LINES[metric]}"
         bar.set_label(f"mean {metric}\n({scale})")
-        if metric in REFERENCE_LINES:
-            bar.ax.axhline(1.0, color="black", linewidth=2)
+        reference = REFERENCE_VALUES.get(metric, 1.0) if metric in REFERENCE_LINES else None
+        if reference is not None:
+            bar.ax.axhline(reference, color="black", linewidth=2)
         lo, hi = scales.norm.vmin, scales.norm.vmax
         bar.ax.yaxis.set_major_locator(FixedLocator(colour_ticks(lo, hi, scales.data_lo, scales.data_hi, scales.log,
-                                                                  1.0 if metric in REFERENCE_LINES else None)))
+                                                                  reference)))
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: value_text(v)))
         bar.ax.yaxis.set_minor_locator(FixedLocator([]))
         fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False, labelspacing=1.0,
@@ -238,6 +245,8 @@ def scale_text(values: pd.Series, metric: str, log: bool) -> str:
         return "log scale"
     if metric in LINEAR:
         return "linear scale: a score that can be ≤ 0"
+    if metric in LIKELIHOODS:
+        return "linear scale: a log-likelihood, nats per gene"
     return "linear scale: values ≤ 0"
 
 

@@ -240,7 +240,9 @@ def main() -> None:
     except (HydraException, OmegaConfBaseException) as e:  # unknown key, wrong type, missing option
         if wants_traceback:
             raise
-        print(f"vaebench: error: {sweep.one_line(e)}", file=sys.stderr)
+        from vaebench.hints import with_fix
+
+        print(f"vaebench: error: {with_fix(sweep.one_line(e))}", file=sys.stderr)
         sys.exit(2)
     except ValueError as e:  # Hydra's command-line flags that exclude each other (-m with --cfg)
         if not str(e).startswith("Only one of"):

@@ -128,7 +128,9 @@ class SweepCallback(Callback):
                         checked.add(key)
             except (UserError, HydraException, OmegaConfBaseException) as e:
                 # Hydra turns a callback's exception into a warning and goes on; a bad value must stop here.
-                print(f"vaebench: error: {one_line(e)}", file=sys.stderr)
+                from vaebench.hints import with_fix
+
+                print(f"vaebench: error: {with_fix(one_line(e))}", file=sys.stderr)
                 raise SystemExit(2) from None
         global current_dir
         sweep_dir = current_dir = Path(config.hydra.sweep.dir)

@@ -27,6 +27,7 @@ from vaebench.config import register_configs
 from vaebench.errors import UserError
 from vaebench.launcher import NOT_WRITTEN, cannot_write
 from vaebench.results import F, METRICS_FILE, RESULT_FILE
+from vaebench.search import FailedRun, objective_value
 from vaebench.sweep import job_dirname, report_job, report_not_run
 
 log = logging.getLogger("vaebench")
@@ -116,7 +117,7 @@ def _task(cfg: DictConfig) -> Optional[float]:
                          multirun=multirun)
     except DeviceFailed as e:  # an earlier job broke this worker's device: this one wrote nothing, a rerun runs it
         print(report_not_run(Path(hc.sweep.dir), " ".join(hc.overrides.task), str(e)), flush=True)
-        return None
+        return FailedRun(f"not run: {e}")
     except UserError as e:
         print(f"vaebench: error: {e}", file=sys.stderr)
         quiet_console(lambda r: True)  # the line above is the terminal's copy; run.log gets the record
@@ -139,7 +140,7 @@ def _task(cfg: DictConfig) -> Optional[float]:
             print(f"vaebench: error: {failure}: rerun the command to retry the run", file=sys.stderr, flush=True)
             device_failed = True
         print(where(out_dir), flush=True)  # the last line: where the result and the artifacts are
-    return result.get(F.val_recon_mse)  # the value a Hydra optimizing sweeper minimises
+    return objective_value(result)  # what a Hydra optimizing sweeper minimises; a failed run is a failed trial
 
 
 def remove_refused_run(out_dir: Path) -> None:

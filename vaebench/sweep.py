@@ -134,7 +134,14 @@ class SweepCallback(Callback):
                 raise SystemExit(2) from None
         global current_dir
         sweep_dir = current_dir = Path(config.hydra.sweep.dir)
-        invocation = {"id": uuid.uuid4().hex[:12], "jobs": len(jobs) if jobs else None, "started": time.time()}
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")):  # optuna resets its logger to INFO on import
+            import optuna
+
+            optuna.logging.set_verbosity(logging.WARNING)  # "A new study created in memory", in colour: noise here
+        # An optimizing sweeper (Optuna) runs n_trials trials, whatever its choice(...) values expand to.
+        trials = config.hydra.sweeper.get("n_trials")
+        total = int(trials) if trials else (len(jobs) if jobs else None)
+        invocation = {"id": uuid.uuid4().hex[:12], "jobs": total, "started": time.time()}
         os.environ[INVOCATION_ENV] = json.dumps(invocation)
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -143,8 +150,11 @@ class SweepCallback(Callback):
         except OSError as e:  # each job that cannot write says so itself; the others still run
             print(f"vaebench: warning: cannot write in the sweep directory {sweep_dir} ({e.strerror or e}); "
                   f"jobs that need to write there will say so", file=sys.stderr)
-        if jobs:
+        if jobs and not trials:
             log.info("%s", announce(len(jobs), sweep_dir, bool(config.get("resume", True))))
+        elif total:
+            log.info("search: %d trials into %s (%s)", total,
+                     sweep_dir, str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1] or "sweeper")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -564,8 +564,13 @@ def test_did_the_models_learn_in_numbers(tmp_path):
 def test_report_opens_with_did_the_models_learn(tmp_path, capsys):
     baseline_grid(tmp_path / "runs")
     agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
-    assert "metric: recon_vs_mean" in capsys.readouterr().out  # the default when every ok run has baselines
+    printed = capsys.readouterr().out
+    assert "metric: recon_vs_mean" in printed  # the default when every ok run has baselines
+    # Issue 22: the totals the README quotes for a demo are printed, not only per-model rows.
+    total = "All models: 2 of 7 runs beat the mean predictor by 5 % or more, 3 are marked collapsed, 1 failed"
+    assert total in printed
     report = (tmp_path / "out" / "report.md").read_text()
+    assert total in report
     assert sections(report)[:2] == ["Did the models learn?", "Summary"]
     learned, refs = md_tables(report)[:2]
     assert learned[["model", "ok runs", "collapsed"]].values.tolist() == [["vae", "4", "1"], ["iwae", "2", "2"]]
@@ -642,6 +647,16 @@ def test_a_differing_setting_outside_the_grid_splits_too(tmp_path):
     write_run(tmp_path / "one", "a", data_fingerprint="same")
     write_run(tmp_path / "one", "b", lr=1e-2, data_fingerprint="same")
     assert agg.experiments(table(tmp_path / "one")).differ_in == []
+
+
+def test_a_key_that_does_nothing_under_the_stopping_rule_does_not_split(tmp_path):
+    """Issue 22: trainer.patience was listed as a difference between runs under the study's rule, where it is unused."""
+    for patience in (5, 10):
+        for stopping in ("study", "patience"):
+            write_run(tmp_path / stopping, f"p{patience}", data_fingerprint="same", config_hash=f"{stopping}{patience}",
+                      config={"trainer": {"max_epochs": 30, "stopping": stopping, "patience": patience}})
+    assert agg.experiments(table(tmp_path / "study")).differ_in == []
+    assert agg.experiments(table(tmp_path / "patience")).differ_in == ["config.trainer.patience"]
 
 
 def test_every_run_failed_is_still_a_report(tmp_path, capsys):

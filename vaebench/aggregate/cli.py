@@ -14,7 +14,7 @@ from vaebench.aggregate.collect import (EXPERIMENT, Scan, cells, experiments, le
                                         runs_context, successful)
 from vaebench.aggregate.plots import plot_model, plot_overview, save
 from vaebench.aggregate.report import md_table, rho_table, sensitivities, summary, write_index, write_report
-from vaebench.aggregate.stats import RECON, has_baselines, learning, recon_vs_latent
+from vaebench.aggregate.stats import RECON, has_baselines, learning, learning_total, recon_vs_latent
 from vaebench.errors import UserError
 from vaebench.results import F, RESULT_FILE
 
@@ -111,6 +111,7 @@ def report_one(scanned: Scan, df: pd.DataFrame, dropped: int, metric: str, paths
 
     if has_baselines(df):
         print(f"Did the models learn? ({F.recon_vs_mean}: 1 = the mean predictor; details in report.md)")
+        print(learning_total(df))
         print(md_table(learning(df)) + "\n")
     print(md_table(table))
     if not corr.empty:

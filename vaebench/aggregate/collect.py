@@ -226,8 +226,24 @@ def other_settings_that_vary(df: pd.DataFrame) -> list[str]:
     settings = _settings(df, config)
     varying = set()
     for _, group in settings.groupby([df[F.model], df[F.optimizer]]):
-        varying.update(c for c in config if group[c].nunique() > 1)
+        varying.update(c for c in config if group[c].nunique() > 1 and not inert(group, c))
     return sorted(varying)
+
+
+# A key that does nothing under another key's value: trainer.patience under the study's stopping rule,
+# trainer.rel_tol under patience. Runs that differ only in such a key computed the same thing.
+INERT = {"config.trainer.patience": ("config.trainer.stopping", "study"),
+         "config.trainer.rel_tol": ("config.trainer.stopping", "patience")}
+
+
+def inert(group: pd.DataFrame, column: str) -> bool:
+    """Whether `column` does nothing in every run of the group (INERT)."""
+    if column not in INERT:
+        return False
+    control, value = INERT[column]
+    if control not in group:
+        return False
+    return bool(group[control].astype(str).str.removeprefix("Stopping.").eq(value).all())
 
 
 @dataclass

@@ -16,9 +16,9 @@ from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
 from vaebench.aggregate.stats import (LEARNED, MODERATE, REAL_SHARE, RECON, STRONG, WITHIN, analysed_runs,
                                       best_config, best_on_test, direction, factor_effects, failure_rates,
                                       has_baselines, has_test, held_out_field, is_collapsed, is_log_scale,
-                                      latent_against_references, learning, robustness, runs_of, seed_spread,
-                                      sensitivity, unfinished, worse)
-from vaebench.anova import MIN_RESIDUAL_DF, Anova, failure_lines, partial_eta_sq, variation_lines
+                                      latent_against_references, learning, learning_total, no_design, robustness, runs_of,
+                                      search_effects, seed_spread, sensitivity, unfinished, worse)
+from vaebench.anova import MIN_RESIDUAL_DF, Anova, failure_lines, p_text, partial_eta_sq, variation_lines
 from vaebench.results import F, FAILED
 
 # The ANOVA terms the summary table shows, one column each: the grid's factors, the interaction that decides
@@ -155,7 +155,16 @@ def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, mode
         lines += [f"Over the {len(ok)} successful runs that learned: the {apart.collapsed} that collapsed "
                   f"({F.collapsed} in their result) are left out here and counted with the failures below, because a "
                   f"collapsed run's {metric} says only that it did not learn.", ""]
-    lines += variation_lines(anova, len(ok), y_name, md_table)
+    why_not = no_design(ok) if len(ok) >= 2 else None
+    if why_not:
+        effects = search_effects(ok, metric)
+        lines += [f"No factorial ANOVA: {why_not}. An ANOVA compares the runs of each level of a factor, and here "
+                  "nearly every level has one run. Instead, how each hyper-parameter's value ranks with "
+                  f"{y_name} over the {len(ok)} runs (Spearman's ρ; a search samples where it expects good values, "
+                  "so these are not the effects of a designed experiment):", "",
+                  md_table(effects.assign(p=[p_text(v) for v in effects["p"]])) if len(effects) else "", ""]
+    else:
+        lines += variation_lines(anova, len(ok), y_name, md_table)
 
     collapsed = (runs[F.status] == "ok") & is_collapsed(runs)
     lines += ["### Failures" + (" and runs that did not learn" if collapsed.any() else ""), ""]
@@ -285,7 +294,7 @@ def learning_lines(df: pd.DataFrame) -> list[str]:
              "error of predicting each gene's training mean (1 = no better than that constant; posterior collapse "
              f"ends near 1), `{F.recon_vs_pca}` over the error of PCA with as many components as the latent size. "
              f"Over each model's `ok` runs; a run counts as learned at `{F.recon_vs_mean}` ≤ {LEARNED:g}.", "",
-             md_table(table), ""]
+             learning_total(df), "", md_table(table), ""]
     share = f"share ≤ {LEARNED:g} × mean predictor"
     for _, row in table.iterrows():
         collapsed = row["collapsed"] if np.isfinite(row["collapsed"]) else 0

@@ -83,11 +83,35 @@ def analysed(values: pd.Series, metric: str) -> pd.Series:
     return np.log(values) if is_log_scale(values, metric) else values
 
 
+def no_design(ok: pd.DataFrame) -> Optional[str]:
+    """Why the runs form no factorial design, in words; None when they do. A search (hydra/sweeper=optuna) draws
+    a new learning rate for nearly every trial: a factor whose levels mostly hold one run each cannot be compared
+    level against level, and an ANOVA with a category per trial would fit every run exactly."""
+    for factor in AXES:
+        per_level = ok.groupby(factor).size()
+        if len(per_level) > 2 and per_level.median() < 2:
+            return (f"{factor} takes {len(per_level)} values in {len(ok)} runs, most of them once: the runs are a "
+                    "search (such as hydra/sweeper=optuna), not a grid")
+    return None
+
+
+def search_effects(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """For runs without a design: Spearman's rho of each numeric hyper-parameter with y, and the runs' spread."""
+    y = analysed(ok[metric], metric)
+    rows = []
+    for factor in (F.lr, F.latent_dim):
+        if ok[factor].nunique() > 1:
+            rho, p = spearman(ok[factor].astype(float), y)
+            rows.append({"hyper-parameter": factor, "values": ok[factor].nunique(),
+                         "lowest": ok[factor].min(), "highest": ok[factor].max(), "Spearman ρ with y": rho, "p": p})
+    return pd.DataFrame(rows)
+
+
 def sensitivity(ok: pd.DataFrame, metric: str) -> Optional[Anova]:
     """The factorial ANOVA of y = ln(metric) (or the metric itself, see `analysed`) over the successful runs:
     optimizer, lr, latent_dim, their two-way interactions and seed as a block (vaebench.anova). None when the
-    runs are too few or do not vary."""
-    if len(ok) < 2:
+    runs are too few or do not vary, or form no design (a search: `no_design`)."""
+    if len(ok) < 2 or no_design(ok):
         return None
     return factorial_anova(ok.assign(y=analysed(ok[metric], metric)), "y", AXES, block=F.seed)
 
@@ -298,6 +322,18 @@ def learning(df: pd.DataFrame) -> pd.DataFrame:
                "at latent": int(best_pca[F.latent_dim]) if best_pca is not None else "—"}
         rows.append({**row, **likelihood(ok)})
     return pd.DataFrame(rows)  # the likelihood's columns only where some run recorded it
+
+
+def learning_total(df: pd.DataFrame) -> str:
+    """The "Did the models learn?" table in one sentence over every model: what the README quotes for a demo."""
+    ok = df[df[F.status] == "ok"]
+    vs_mean = _numbers(ok, F.recon_vs_mean).dropna()
+    if vs_mean.empty:
+        return ""
+    collapsed = int(is_collapsed(ok).sum())
+    return (f"All models: {int((vs_mean <= LEARNED).sum())} of {len(df)} runs beat the mean predictor by 5 % or more, "
+            f"{collapsed} are marked collapsed, {len(df) - len(ok)} failed (median {F.recon_vs_mean} "
+            f"{vs_mean.median():.2f}).")
 
 
 def likelihood_columns() -> tuple[str, ...]:

@@ -1,5 +1,5 @@
 """Data from files: every format, the preparation steps, the cache, and a clear refusal of each bad input.
-Every test writes its own small files under tmp_path; test_data_real.py uses the TCGA files in ../shared."""
+Every test writes its own small files under tmp_path; test_data_real.py reads real TCGA files from $VAEBENCH_REAL_DATA."""
 
 from __future__ import annotations
 

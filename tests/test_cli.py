@@ -217,6 +217,9 @@ def test_help_lists_the_users_groups_not_the_internal_schemas():
     help_text = cfg.hydra.help.template  # resolved as Hydra does before filling in $CONFIG
     assert "model: infovae, iwae, logcosh, vae" in help_text and "optimizer: adam, rmsprop, sgd" in help_text
     assert "schema" not in help_text and "hydra/" not in help_text
+    # Issue 22: the keys with their meaning (--cfg job lists them bare).
+    assert "data.rank=12  # dimension of the hidden biological programme" in help_text
+    assert "data.noise=0.35  # gene-specific noise" in help_text and "lr=1e-3  # learning rate" in help_text
 
 
 def test_a_sweep_announces_how_many_of_its_jobs_already_finished(tmp_path):

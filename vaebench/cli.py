@@ -54,6 +54,26 @@ def config_groups() -> str:
     return "\n".join(lines)
 
 
+def key_meanings() -> str:
+    """Every key of the default configuration with the comment its YAML file gives it, for `vaebench --help`:
+    `--cfg job` prints keys and values only (data.rank, data.noise) and Hydra's help no meanings at all."""
+    import re
+
+    conf = Path(conf_dir())
+    top = (conf / "config.yaml").read_text()
+    chosen = re.findall(r"^\s+-\s+(\w+):\s*(\w+)", top.split("\nhydra:")[0], re.M)  # the defaults list: group: option
+    files = [("", top.split("\nhydra:")[0])] + [
+        (f"{group}.", (conf / group / f"{option}.yaml").read_text()) for group, option in chosen
+        if (conf / group / f"{option}.yaml").is_file()]
+    lines = []
+    for prefix, text in files:
+        for key, value, meaning in re.findall(r"^(\w+):[ \t]*([^#\n]*?)[ \t]*(?:#[ \t]*(.*))?$", text, re.M):
+            if key in ("defaults", "name", "hydra") or (prefix == "" and not value):
+                continue
+            lines.append(f"{prefix}{key}={value}" + (f"  # {meaning}" if meaning else ""))
+    return "\n".join(lines).replace("$", "$$")  # Hydra fills the help template with string.Template
+
+
 def parallel_jobs(device: str = "auto", per_gpu: Optional[int] = None) -> int:
     """Default number of parallel jobs (conf/hydra/launcher/parallel.yaml): on CUDA jobs_per_gpu per GPU (one
     GPU for device=cuda:N), else one per core this process may use."""
@@ -169,6 +189,7 @@ def quiet_console(drop: Callable[[logging.LogRecord], bool]) -> None:
 # their own directory name (hydra.sweep.subdir) there.
 OmegaConf.register_new_resolver("vaebench.parallel_jobs", parallel_jobs, replace=True)
 OmegaConf.register_new_resolver("vaebench.config_groups", config_groups, replace=True)
+OmegaConf.register_new_resolver("vaebench.key_meanings", key_meanings, replace=True)
 OmegaConf.register_new_resolver("vaebench.gpus", gpus, replace=True)
 OmegaConf.register_new_resolver("vaebench.job_dirname", job_dirname, replace=True)
 

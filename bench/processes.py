@@ -179,3 +179,20 @@ def memory(ctx: Context, device: str, latents: tuple[int, ...]) -> None:
         ctx.table.add("memory", f"InfoVAE latent {latent}, batch {BATCH}, peak{tag}", f"{peaks[latent]:.0f} MB",
                       reference=f"B^2 x D x 4 B = {naive:.0f} MB", note=note)
     ctx.raw[f"memory_{device}"] = peaks
+
+
+def likelihood(ctx: Context) -> None:
+    """The held-out likelihood's cost (trainer.nll_samples, default K = 64) against the default run it scores:
+    one `vaebench` run with every default (objective, batch, stopping) on the built-in matrix; the run's own
+    result records both (nll_seconds, wall_time_s). --quick caps it at 10 epochs, which overstates the share."""
+    out = ctx.tmp / "run-nll"
+    cap = ["trainer.max_epochs=10"] if ctx.args.quick else []
+    run_cli([f"data.n_samples={N_SAMPLES}", f"data.n_genes={N_GENES}", f"data.cache_dir={ctx.cache}",
+             f"hydra.run.dir={out}", "trainer.save_model=false", "trainer.save_latent=false", *cap])
+    result = json.loads((out / "result.json").read_text())
+    nll, wall = result["nll_seconds"], result["wall_time_s"]
+    ctx.table.add("nll", f"held-out likelihood, K = {result['nll_is_samples']} draws x {result['n_val']:,} rows",
+                  secs(nll), reference=secs(wall), ratio=nll / wall, target="<= 0.10x", met=nll / wall <= 0.10,
+                  note=f"reference: the default run it scores (vae, latent {result['latent_dim']}, "
+                       f"{result['epochs_run']} epochs, batch {result['batch_size']}), wall_time_s")
+    ctx.raw["nll"] = {"nll_seconds": nll, "wall_time_s": wall, "epochs": result["epochs_run"]}

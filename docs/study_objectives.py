@@ -1,11 +1,12 @@
-"""The study's TCGA-11 grid under two objectives, side by side, as markdown tables (docs/study-tcga11.md).
+"""The study's TCGA-11 grid under three objectives, side by side, as markdown tables (docs/study-tcga11.md).
 
-    .venv/bin/python docs/study_objectives.py --paper PATH... --elbo PATH...
+    .venv/bin/python docs/study_objectives.py --paper PATH... --elbo PATH... [--calibrated PATH...]
 
 Each PATH is a sweep directory (every result.json below it is read) or a results.csv that vaebench-aggregate
 wrote, so the committed tables (docs/study-tcga11-rerun/*/results.csv) and new sweeps of the same grid can
-be read together: --paper (vaebench -m +experiment=study_tcga11 ...), --elbo (+experiment=study_tcga11_elbo
-...). Every number quoted in the "two objectives" part of the study doc comes from here.
+be read together: --paper (vaebench -m +experiment=study_tcga11 ...), --elbo (+experiment=study_tcga11_elbo:
+sigma^2 = 1/2), --calibrated (+experiment=study_tcga11_calibrated: the default objective). Every number quoted
+in part 1 of the study doc comes from here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from vaebench.results import DIVERGED
 
 CELL = ["model", "optimizer", "lr", "latent_dim"]
 MODELS = ["vae", "iwae", "infovae", "logcosh"]
+OBJECTIVES = ["paper", "elbo", "calibrated"]
 
 
 def load(paths: list[Path], objective: str) -> pd.DataFrame:
@@ -51,6 +53,7 @@ def learned(runs: pd.DataFrame) -> pd.DataFrame:
             "beat the mean by >= 5 %": int((ok.recon_vs_mean <= 0.95).sum()),
             "best MSE / mean": ok.recon_vs_mean.min(),
             "median active units": ok.active_units.median(),
+            "median units with 90 % of the KL": ok.kl_units_90.median() if "kl_units_90" in ok else float("nan"),
             "latent 20: best MSE / PCA-20": z20.recon_vs_pca.min(),
             "its ARI (untrained, PCA)": "" if best20 is None else
             f"{best20.latent_ari:.2f} ({best20.latent_ari_untrained:.2f}, {best20.latent_ari_pca:.2f})",
@@ -65,6 +68,42 @@ def done_when(elbo: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"latent-20 runs": ok.groupby("model").size(),
                          "MSE <= 0.5x mean, >= 10 active units, ARI above untrained": good.groupby("model").size()}
                         ).reindex(MODELS).fillna(0).astype(int)
+
+
+def calibrated_bar(runs: pd.DataFrame) -> pd.DataFrame:
+    """The issue's bar for the default objective: the best latent-20 run of each model against PCA-20 and the
+    mean predictor, with its held-out likelihood beside probabilistic PCA's."""
+    ok = runs[(runs.status == "ok") & (runs.latent_dim == 20)]
+    rows = []
+    for model, g in ok.groupby("model", sort=False):
+        best = g.loc[g.recon_vs_mean.idxmin()]
+        rows.append({"model": model, "latent-20 runs": len(g),
+                     "best run": f"{best.optimizer} lr {best.lr:g} seed {best.seed}",
+                     "MSE / mean": best.recon_vs_mean, "MSE / PCA-20": best.recon_vs_pca,
+                     "nll_is (nats/gene)": best.val_nll_is, "PPCA-20 nll": best.baseline_ppca_nll,
+                     "units with 90 % of KL": best.kl_units_90, "ARI (PCA)": f"{best.latent_ari:.2f} "
+                                                                              f"({best.latent_ari_pca:.2f})",
+                     "epochs (best)": f"{best.epochs_run} ({best.best_epoch})"})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def latent_size(runs: pd.DataFrame) -> pd.DataFrame:
+    """The latent-size verdict: Adam and RMSprop at lr 1e-3 and 1e-2, seed 0 (every objective ran those cells),
+    per latent size: the median MSE / mean predictor, the best run's, the median MSE / PCA-k (PCA with as many
+    components), and for the calibrated objective the median held-out likelihood beside PPCA-k's."""
+    ok = runs[(runs.status == "ok") & runs.optimizer.isin(["adam", "rmsprop"]) & runs.lr.isin([1e-3, 1e-2])
+              & (runs.seed == 0)]
+    rows = []
+    for (objective, z), g in ok.groupby(["objective", "latent_dim"], sort=False):
+        rows.append({"objective": objective, "latent": z, "runs": len(g),
+                     "median MSE / mean": g.recon_vs_mean.median(), "best MSE / mean": g.recon_vs_mean.min(),
+                     "median MSE / PCA-k": g.recon_vs_pca.median(),
+                     "median units with 90 % of KL": g.kl_units_90.median(),
+                     "median active units": g.active_units.median(),
+                     "median nll_is": g.val_nll_is.median(), "PPCA-k nll": g.baseline_ppca_nll.median(),
+                     "median epochs": g.epochs_run.median()})
+    return pd.DataFrame(rows).set_index(["objective", "latent"]).sort_index(
+        level=[0, 1], key=lambda c: c.map(OBJECTIVES.index) if c.name == "objective" else c)
 
 
 def claims(runs: pd.DataFrame) -> None:
@@ -122,18 +161,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--paper", nargs="+", type=Path, required=True)
     parser.add_argument("--elbo", nargs="+", type=Path, required=True)
+    parser.add_argument("--calibrated", nargs="+", type=Path, default=[])
     args = parser.parse_args()
-    runs = pd.concat([load(args.paper, "paper"), load(args.elbo, "elbo")], ignore_index=True)
-    runs = runs.sort_values(["objective", "model"], ascending=[False, True], key=lambda c: c.map(
-        lambda v: MODELS.index(v) if v in MODELS else v))
+    parts = [load(args.paper, "paper"), load(args.elbo, "elbo")]
+    if args.calibrated:
+        parts.append(load(args.calibrated, "calibrated"))
+    runs = pd.concat(parts, ignore_index=True)
+    for column in ("kl_units_90", "val_nll_is", "baseline_ppca_nll"):  # fields that older results lack
+        if column not in runs:
+            runs[column] = float("nan")
+    order = {name: i for i, name in enumerate(OBJECTIVES + MODELS)}
+    runs = runs.sort_values(["objective", "model"], key=lambda c: c.map(order))
     print(f"{len(runs)} runs: " + ", ".join(f"{o} {n}" for o, n in runs.groupby("objective", sort=False).size().items()))
     base = runs.groupby("objective").baseline_mean_mse.agg(["min", "max"])
-    print(f"mean-predictor MSE on the fixed split: {base['min'].min():.5f} (both objectives, every run)\n")
+    print(f"mean-predictor MSE on the fixed split: {base['min'].min():.5f} (every objective, every run)\n")
     print("## Did the models learn?\n")
     print(table(learned(runs)))
     print("\n## The issue's bar, under the ELBO: runs at latent 20 that learned\n")
     print(table(done_when(runs[runs.objective == "elbo"])))
-    print("\n## The study's claims under both objectives")
+    if args.calibrated:
+        print("\n## The default objective: the best latent-20 run of each model\n")
+        print(table(calibrated_bar(runs[runs.objective == "calibrated"])))
+    print("\n## Latent size (Adam and RMSprop, lr 1e-3 and 1e-2, seed 0)\n")
+    print(table(latent_size(runs)))
+    print("\n## The study's claims under each objective")
     claims(runs)
 
 

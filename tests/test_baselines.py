@@ -46,10 +46,14 @@ def test_pca_matches_an_exact_svd_on_low_rank_data():
     x = (torch.rand(300, 12, generator=g) @ torch.rand(12, 80, generator=g) + 0.01 * torch.randn(300, 80, generator=g))
     train, val = np.arange(250), np.arange(250, 300)
     centred = x[train] - x[train].mean(0)
-    v_exact = torch.linalg.svd(centred.double(), full_matrices=False)[2][:5].T
-    exact = baselines.PCA(mean=x[train].mean(0).double(), components=v_exact)
+    _, s_exact, vh = torch.linalg.svd(centred.double(), full_matrices=False)
+    exact = baselines.PCA(mean=x[train].mean(0).double(), components=vh[:5].T, eigenvalues=s_exact[:5] ** 2 / 250,
+                          total_variance=float((s_exact ** 2).sum()) / 250)
     fitted = baselines.fit_pca(x, train, 5)
     assert baselines.pca_mse(fitted, x, val) == pytest.approx(baselines.pca_mse(exact, x.double(), val), rel=1e-3)
+    # probabilistic PCA's inputs: the top eigenvalues and the trace of the training covariance (divisor n)
+    assert fitted.eigenvalues.tolist() == pytest.approx(exact.eigenvalues.tolist(), rel=1e-3)
+    assert fitted.total_variance == pytest.approx(exact.total_variance, rel=1e-5)
 
 
 def encoder_using(k: int, d: int = 4, f: int = 6) -> VAE:

@@ -101,7 +101,7 @@ def test_sweep_with_failing_jobs_completes_and_records_all(tmp_path):
 
 
 def test_paper_grid_is_90_jobs_per_model_and_combines_with_overrides():
-    params = OmegaConf.load(REPO / "conf" / "experiment" / "paper_grid.yaml").hydra.sweeper.params
+    params = OmegaConf.load(REPO / "conf" / "experiment" / "grid.yaml").hydra.sweeper.params  # paper_grid: grid + objective
     grid = job_overrides(params, ["+experiment=paper_grid", "model=infovae"])
     assert len(grid) == 90 and len({tuple(j) for j in grid}) == 90
     assert len(job_overrides(params, ["model=vae,iwae,infovae,logcosh"])) == 360

@@ -231,8 +231,8 @@ def test_local_submitit_preset_passes_the_gpus(monkeypatch):
 # ---- 5: records, and the hash of the device type --------------------------------------------------------
 
 def test_hash_sees_the_device_type_and_no_cpu_hash_changed():
-    def hashes(device_setting, kind):
-        cfg = make_config(f"device={device_setting}")
+    def hashes(device_setting, kind):  # objective=paper: the default before the calibrated objective
+        cfg = make_config("objective=paper", f"device={device_setting}")
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         defaults = schema_defaults(validate(cfg))
         return config_hash(device_identity(resolved, kind), defaults), config_hash(resolved, defaults)
@@ -242,9 +242,9 @@ def test_hash_sees_the_device_type_and_no_cpu_hash_changed():
     on_gpu = {hashes(s, "cuda")[0] for s in ("auto", "cuda", "cuda:0", "cuda:1")}
     assert len(on_gpu) == 1 and on_gpu.isdisjoint({hashes("auto", "cpu")[0], hashes("cpu", "cpu")[0]})
     assert hashes("auto", "cpu")[0] == config_hash(  # jobs_per_gpu is how, not what: not in the identity
-        device_identity(OmegaConf.to_container(make_config("device=auto", "jobs_per_gpu=3"), resolve=True,
-                                               enum_to_str=True), "cpu"),
-        schema_defaults(validate(make_config("device=auto"))))
+        device_identity(OmegaConf.to_container(make_config("objective=paper", "device=auto", "jobs_per_gpu=3"),
+                                               resolve=True, enum_to_str=True), "cpu"),
+        schema_defaults(validate(make_config("objective=paper", "device=auto"))))
 
 
 def test_result_records_the_device_and_cuda_settings_are_ready_before_cuda(tmp_path):

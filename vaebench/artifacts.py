@@ -69,10 +69,12 @@ def save(out_dir: Path, wants: Wanted, model: BaseVAE, typed: Any, resolved: dic
          x: torch.Tensor, split: Split) -> list[Path]:
     """Write the artifacts asked for, each whole or absent (temp file, then rename); the paths written."""
     h5ad = anndata_input(typed.data)
+    batch_size = typed.trainer.batch_for(len(split.train))
     if wants.model:
-        replace_atomically(out_dir / MODEL_FILE, lambda tmp: torch.save(model_file(model, typed, resolved, data), tmp))
+        replace_atomically(out_dir / MODEL_FILE,
+                           lambda tmp: torch.save(model_file(model, typed, resolved, data, batch_size), tmp))
     if wants.latent:
-        mu, log_var = posterior(model, x, typed.trainer.batch_size)
+        mu, log_var = posterior(model, x, batch_size)
         which = np.empty(len(mu), dtype=object)
         for name, rows in zip(SPLITS, (split.train, split.val, split.test)):
             which[rows] = name
@@ -83,7 +85,7 @@ def save(out_dir: Path, wants: Wanted, model: BaseVAE, typed: Any, resolved: dic
     return files(out_dir, wants, h5ad)
 
 
-def model_file(model: BaseVAE, typed: Any, resolved: dict[str, Any], data: Dataset) -> dict[str, Any]:
+def model_file(model: BaseVAE, typed: Any, resolved: dict[str, Any], data: Dataset, batch_size: int) -> dict[str, Any]:
     """model.pt's content: tensors and plain values only, so torch.load(weights_only=True) reads it."""
     how = recipe(typed.data, data)
     if how["scaler"] is not None:
@@ -92,7 +94,7 @@ def model_file(model: BaseVAE, typed: Any, resolved: dict[str, Any], data: Datas
             "n_genes": model.n_features, "latent_dim": model.latent_dim,
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "preparation": how, "data": data.preprocessing, "data_fingerprint": data.fingerprint,
-            "batch_size": typed.trainer.batch_size, "config": resolved}
+            "batch_size": batch_size, "config": resolved}
 
 
 class NotAModel(Exception):

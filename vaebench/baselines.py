@@ -15,6 +15,7 @@ process keeps them: a sweep pays once per split and latent size, not once per ru
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from vaebench.latent import label_scores, latent_means, posterior, too_few_rows
+from vaebench.likelihood import importance_sampled_nll, no_likelihood_reason, ppca_nll
 from vaebench.models import BaseVAE, ModelConfig, build_model
 from vaebench.models.base import kl_per_dim
 from vaebench.results import LATENT_SCORES, F, latent_field
@@ -30,6 +32,9 @@ from vaebench.train import evaluate
 
 ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al. 2016: a unit is active when Var_x E_q[z_d | x] > 0.01
 COLLAPSED_RATIO = 0.98  # recon_vs_mean at or above this: no better than the mean predictor, within noise
+# kl_units_90: the dims that carry this share of the KL. Active units count every dim whose posterior mean
+# varies, which under a weak decoder includes dims carrying 0.02-0.07 nats: the KL share counts information.
+KL_SHARE = 0.9
 
 _cache: dict[tuple, Any] = {}
 
@@ -55,9 +60,12 @@ def mean_predictor_mse(x: torch.Tensor, train_idx: np.ndarray, val_idx: np.ndarr
 
 @dataclass
 class PCA:
-    """Principal components of the training rows: their mean and the top k directions ([F], [F, k])."""
+    """Principal components of the training rows: their mean and the top k directions ([F], [F, k]), with the
+    k eigenvalues of the covariance and its trace (probabilistic PCA's likelihood needs them)."""
     mean: torch.Tensor
     components: torch.Tensor
+    eigenvalues: torch.Tensor
+    total_variance: float
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) @ self.components
@@ -81,8 +89,10 @@ def fit_pca(x: torch.Tensor, train_idx: np.ndarray, k: int, seed: int = 0) -> Op
     mean = rows.mean(0)
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):  # leaves the run's RNG alone
         torch.manual_seed(seed)
-        _, _, v = torch.svd_lowrank(rows - mean, q=min(k + 10, n, f), niter=4)
-    return PCA(mean=mean, components=v[:, :k].contiguous())
+        _, s, v = torch.svd_lowrank(rows - mean, q=min(k + 10, n, f), niter=4)
+    total = float((rows.double() - mean.double()).pow(2).sum()) / n
+    return PCA(mean=mean, components=v[:, :k].contiguous(), eigenvalues=s[:k].double().pow(2) / n,
+               total_variance=total)
 
 
 def pca_mse(pca: Optional[PCA], x: torch.Tensor, val_idx: np.ndarray) -> Optional[float]:
@@ -96,29 +106,43 @@ def _rows(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(idx, device=x.device)
 
 
+def units_carrying(kl: torch.Tensor, share: float = KL_SHARE) -> int:
+    """The fewest latent dims whose KL adds up to `share` of the total (0 when there is no KL at all)."""
+    total = float(kl.sum())
+    if total <= 0:
+        return 0
+    cumulative = torch.cumsum(torch.sort(kl, descending=True).values, 0)
+    return int((cumulative < share * total).sum()) + 1
+
+
 def posterior_diagnostics(model: BaseVAE, x_val: torch.Tensor, batch_size: int) -> dict[str, Any]:
-    """Active units, KL per latent dim (nats, mean over rows) and their sum, on the validation rows."""
+    """Active units, the dims carrying 90 % of the KL, KL per latent dim (nats, mean over rows) and their sum,
+    on the validation rows."""
     mu, log_var = (torch.from_numpy(a) for a in posterior(model, x_val, batch_size))
     kl = kl_per_dim(mu, log_var).mean(0)
     active = int((mu.var(0) > ACTIVE_UNIT_VARIANCE).sum()) if len(mu) > 1 else None
-    return {F.active_units: active, F.kl_per_dim: [round(v, 6) for v in kl.tolist()], F.val_kl: float(kl.sum())}
+    return {F.active_units: active, F.kl_units_90: units_carrying(kl), F.kl_per_dim: [round(v, 6) for v in kl.tolist()],
+            F.val_kl: float(kl.sum())}
 
 
-def collapse(recon_vs_mean: Optional[float], active_units: Optional[int]) -> tuple[bool, Optional[str]]:
-    """Whether a run learned nothing, and why, in words."""
+def collapse(recon_vs_mean: Optional[float], active_units: Optional[int],
+             kl_units: Optional[int] = None, latent_dim: Optional[int] = None) -> tuple[bool, Optional[str]]:
+    """Whether a run learned nothing, and why, in words (with how many dims carry its information)."""
     reasons = []
     if recon_vs_mean is not None and recon_vs_mean >= COLLAPSED_RATIO:
         reasons.append(f"reconstruction {recon_vs_mean:.2f}x the per-gene-mean predictor")
     if active_units == 0:
         reasons.append("no active latent unit (posterior collapse)")
+    if reasons and kl_units is not None and latent_dim is not None:
+        reasons.append(f"90 % of the KL in {kl_units} of {latent_dim} latent dims")
     return bool(reasons), ("; ".join(reasons) or None)
 
 
 def assess(model: BaseVAE, model_cfg: ModelConfig, x: torch.Tensor, labels: Optional[list[str]],
            fingerprint: str, train_idx: np.ndarray, val_idx: np.ndarray, val_recon_mse: float, batch_size: int,
-           seed: int, latent_scores: bool) -> dict[str, Any]:
-    """Every number that says whether a trained run learned: baselines, collapse, latent scores beside
-    their references. The result fields, by name."""
+           seed: int, latent_scores: bool, nll_samples: int) -> dict[str, Any]:
+    """Every number that says whether a trained run learned: baselines, collapse, held-out likelihoods, latent
+    scores beside their references. The result fields, by name."""
     started = time.perf_counter()
     k = model.latent_dim
     split = split_key(fingerprint, train_idx, val_idx)
@@ -130,23 +154,52 @@ def assess(model: BaseVAE, model_cfg: ModelConfig, x: torch.Tensor, labels: Opti
                            F.recon_vs_pca: val_recon_mse / pca_err if pca_err else None}
     x_val = x[torch.as_tensor(val_idx, device=x.device)]
     out.update(posterior_diagnostics(model, x_val, batch_size))
-    out[F.collapsed], out[F.collapse_reason] = collapse(out[F.recon_vs_mean], out[F.active_units])
+    out[F.collapsed], out[F.collapse_reason] = collapse(out[F.recon_vs_mean], out[F.active_units],
+                                                        out[F.kl_units_90], k)
     out[F.baseline_seconds] = round(time.perf_counter() - started, 3)
+    out.update(likelihood_scores(model, x, pca, split, val_idx, nll_samples, batch_size, seed))
     if latent_scores and labels is not None:
         out.update(latent_scores_with_references(model, model_cfg, x, labels, split, pca, train_idx, val_idx,
                                                  batch_size, seed))
     return out
 
 
-def held_out_scores(model: BaseVAE, x: torch.Tensor, train_idx: np.ndarray, test_idx: np.ndarray, batch_size: int,
-                     kld_weight: float, amp: bool) -> dict[str, Any]:
-    """The trained model and the mean predictor on the test rows, measured as on the validation rows; the
-    model is left in eval mode."""
+def likelihood_scores(model: BaseVAE, x: torch.Tensor, pca: Optional[PCA], split: str, idx: np.ndarray,
+                      nll_samples: int, batch_size: int, seed: int, test: bool = False) -> dict[str, Any]:
+    """Held-out negative log-likelihoods per gene of the model (importance-sampled) and of probabilistic PCA
+    with k = latent_dim on the rows idx (the validation rows, or the test rows); null with a reason."""
+    started = time.perf_counter()
+    rows = x[_rows(x, idx)]
+
+    def of_ppca() -> Optional[float]:
+        nll = None if pca is None else ppca_nll(pca.mean, pca.components, pca.eigenvalues, pca.total_variance, rows)
+        return nll if nll is not None and math.isfinite(nll) else None
+
+    ppca = _cached(("ppca", split, test, model.latent_dim), of_ppca)
+    note = no_likelihood_reason(model) or (None if nll_samples else "trainer.nll_samples=0: not estimated")
+    nll = None if note else importance_sampled_nll(model, rows, nll_samples, batch_size, seed)
+    nll = nll if nll is not None and math.isfinite(nll) else None
+    if test:
+        return {F.test_nll_is: nll, F.test_baseline_ppca_nll: ppca}
+    return {F.val_nll_is: nll, F.baseline_ppca_nll: ppca, F.nll_vs_ppca: None if nll is None or ppca is None
+            else nll - ppca, F.nll_note: note, F.nll_is_samples: nll_samples if nll is not None else None,
+            F.decoder_variance: float(model.variance().detach().mean()) if model.variance is not None else None,
+            F.nll_seconds: round(time.perf_counter() - started, 3)}
+
+
+def held_out_scores(model: BaseVAE, x: torch.Tensor, fingerprint: str, train_idx: np.ndarray, val_idx: np.ndarray,
+                    test_idx: np.ndarray, batch_size: int, kld_weight: float, amp: bool, nll_samples: int,
+                    seed: int) -> dict[str, Any]:
+    """The trained model and the mean predictor (and probabilistic PCA's likelihood) on the test rows, measured
+    as on the validation rows; the model is left in eval mode."""
     test_mse = evaluate(model, x[_rows(x, test_idx)], batch_size, kld_weight, amp, prefix="test_")[F.test_recon_mse]
     model.eval()
     mean_mse = mean_predictor_mse(x, train_idx, test_idx)
+    split = split_key(fingerprint, train_idx, val_idx)
+    pca = _cached(("pca", split, model.latent_dim), lambda: fit_pca(x, train_idx, model.latent_dim))
     return {F.test_recon_mse: test_mse, F.test_baseline_mean_mse: mean_mse,
-            F.test_recon_vs_mean: test_mse / mean_mse if mean_mse > 0 else None}
+            F.test_recon_vs_mean: test_mse / mean_mse if mean_mse > 0 else None,
+            **likelihood_scores(model, x, pca, split, test_idx, nll_samples, batch_size, seed, test=True)}
 
 
 def latent_scores_with_references(model: BaseVAE, model_cfg: ModelConfig, x: torch.Tensor, labels: list[str],

@@ -81,12 +81,13 @@ class TrainerConfig:
     stopping: Stopping = Stopping.study
     rel_tol: float = 0.01  # stopping=study
     patience: int = 10  # stopping=patience
-    batch_size: int = 1000
+    batch_size: Any = 1000  # rows per step, or "auto" (batch_for); OmegaConf has no Union[str, int]
     scheduler_gamma: float = 0.95
     val_fraction: float = 0.1
     drop_last: bool = False
     threads: Optional[int] = None
     latent_metrics: bool = True  # score the latent space against the data's labels after training
+    nll_samples: int = 64  # encoder draws per row of the held-out likelihood (val_nll_is); 0 = not estimated
     compile: bool = False  # torch.compile the step's forward and loss (opt-in; numbers within float tolerance)
     amp: bool = False  # bf16 autocast of the forward (opt-in; numbers move at bf16 precision)
     cuda_graphs: bool = False  # torch.compile mode reduce-overhead of the whole step, optimizer included (opt-in)
@@ -99,13 +100,32 @@ class TrainerConfig:
         require(self.max_epochs >= 1, "trainer.max_epochs", f"must be >= 1, got {self.max_epochs}")
         require(self.rel_tol >= 0, "trainer.rel_tol", f"must be >= 0, got {self.rel_tol}")
         require(self.patience >= 1, "trainer.patience", f"must be >= 1, got {self.patience}")
-        require(self.batch_size >= 2, "trainer.batch_size",
-                f"must be >= 2 (BatchNorm needs two rows), got {self.batch_size}")
+        if self.batch_size != "auto":
+            try:
+                self.batch_size = int(self.batch_size)
+            except (TypeError, ValueError):
+                raise UserError(f"config key 'trainer.batch_size': use auto or a whole number >= 2, "
+                                f"got {self.batch_size!r}") from None
+            require(self.batch_size >= 2, "trainer.batch_size",
+                    f"must be >= 2 (BatchNorm needs two rows), got {self.batch_size}")
+        require(self.nll_samples >= 0, "trainer.nll_samples", f"must be >= 0, got {self.nll_samples}")
         require(0 < self.scheduler_gamma <= 1, "trainer.scheduler_gamma",
                 f"must be in (0, 1], got {self.scheduler_gamma}")
         require(0 < self.val_fraction < 1, "trainer.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         require(self.threads is None or self.threads >= 1, "trainer.threads",
                 f"must be >= 1 or null, got {self.threads}")
+
+
+    def batch_for(self, n_train: int) -> int:
+        """Rows per step for n_train training rows. auto: a tenth of them, so every epoch takes about 10
+        optimizer steps (the study's 1,000 of ~9,900 rows), at most 1,000 and at least 2 (BatchNorm)."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        return max(2, min(AUTO_BATCH_MAX, n_train // AUTO_STEPS))
+
+
+AUTO_STEPS = 10  # trainer.batch_size=auto: optimizer steps per epoch
+AUTO_BATCH_MAX = 1000  # ... with batches no larger than the study's
 
 
 @dataclass

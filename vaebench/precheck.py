@@ -20,7 +20,7 @@ def require_split(n: int, n_train: int, n_val: int, n_test: int = 0) -> None:
 
 
 def require_training_batch(n_train: int, trainer: TrainerConfig) -> None:
-    if trainer.drop_last and n_train < trainer.batch_size:
+    if trainer.drop_last and n_train < trainer.batch_for(n_train):
         raise UserError(f"config key 'trainer.drop_last': {n_train} training rows make no full batch of "
                         f"trainer.batch_size={trainer.batch_size}; set trainer.drop_last=false or a smaller batch size")
 

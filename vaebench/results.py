@@ -23,7 +23,8 @@ from typing import Any, Optional
 
 from vaebench.atomic import temp_beside
 
-SCHEMA = 2  # 2: baselines, collapse diagnostics, latent-score baselines, stopping details (issue 11)
+SCHEMA = 3  # 2: baselines, collapse diagnostics, latent-score baselines, stopping details (issue 11);
+# 3: held-out likelihoods, the learned decoder variance, kl_units_90, the batch size used (issue 20)
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.csv"
 DIVERGED = "diverged"  # NaN/Inf in the loss or the weights; a word pandas, R and spreadsheets read as text
@@ -68,6 +69,7 @@ class Result:
     still_improving: Optional[bool] = _info("the last epoch set a new best validation loss (more epochs may help)")
     best_epoch: Optional[int] = _info("epoch of the lowest validation loss; its numbers are reported "
                                       "under trainer.stopping=patience, the last epoch's otherwise")
+    batch_size: Optional[int] = _info("rows per optimizer step (trainer.batch_size; auto resolved for this split)")
     # Reconstruction, validation rows.
     val_recon_mse: Optional[float] = _metric("lower", "mean squared error per gene and sample")
     val_recon: Optional[float] = _metric("lower", "the model's own reconstruction term")
@@ -80,14 +82,32 @@ class Result:
                                                          "rows; null when k >= min(n_train, genes)")
     recon_vs_mean: Optional[float] = _metric("lower", "val_recon_mse / baseline_mean_mse: < 1 learned, ~1 collapsed")
     recon_vs_pca: Optional[float] = _metric("lower", "val_recon_mse / baseline_pca_mse")
+    # Held-out likelihood (docs/losses.md 10): comparable across likelihoods and noise levels, unlike the MSE.
+    val_nll_is: Optional[float] = _metric("lower", "-log p(x) per gene in nats on the validation rows, importance-"
+                                                   "sampled with nll_is_samples draws from the encoder (the IWAE bound "
+                                                   "at K); null without a likelihood (nll_note says why)")
+    baseline_ppca_nll: Optional[float] = _metric("lower", "-log p(x) per gene of probabilistic PCA with k = latent_dim "
+                                                          "fitted on the training rows (exact), validation rows")
+    nll_vs_ppca: Optional[float] = _metric("lower", "val_nll_is - baseline_ppca_nll in nats per gene: < 0, the VAE "
+                                                    "is the better density than the linear model")
+    nll_is_samples: Optional[int] = _info("K, the encoder draws per row behind val_nll_is (trainer.nll_samples)")
+    nll_note: Optional[str] = _info("why val_nll_is is null (an objective without a likelihood, or K = 0)")
+    decoder_variance: Optional[float] = _info("the learned decoder variance (LogCosh: its squared scale), mean over "
+                                              "genes; null when fixed (model.decoder_variance)")
+    nll_seconds: Optional[float] = _metric("lower", "seconds the held-out likelihoods took")
     # Test rows (data.test_fraction > 0): held out from training, stopping and selection; null without them.
     test_recon_mse: Optional[float] = _metric("lower", "mean squared error per gene and sample on the test rows")
     test_baseline_mean_mse: Optional[float] = _metric("lower", "MSE on the test rows of predicting each gene's "
                                                                "training mean")
     test_recon_vs_mean: Optional[float] = _metric("lower", "test_recon_mse / test_baseline_mean_mse")
+    test_nll_is: Optional[float] = _metric("lower", "val_nll_is on the test rows")
+    test_baseline_ppca_nll: Optional[float] = _metric("lower", "baseline_ppca_nll on the test rows")
     # Posterior collapse diagnostics (validation rows).
     active_units: Optional[int] = _metric("higher", "latent dims whose posterior mean varies across validation "
                                                     "rows with variance > 0.01 (Burda et al. 2016)")
+    kl_units_90: Optional[int] = _metric("higher", "the fewest latent dims that carry 90 % of the KL: the dims "
+                                                   "that hold information, where active_units also counts dims that "
+                                                   "only wiggle")
     val_kl: Optional[float] = _metric("higher", "KL(q(z|x) || p(z)) per sample in nats, summed over latent dims")
     kl_per_dim: Optional[list] = _info("KL per latent dim in nats, mean over validation rows")
     collapsed: Optional[bool] = _info("recon_vs_mean >= 0.98 or no active unit: the model did not learn")
@@ -161,7 +181,7 @@ HIGHER_IS_BETTER = tuple(f.name for f in dataclasses.fields(Result) if f.metadat
 # own, so readers convert these explicitly.
 NULLABLE_NUMBERS = tuple(f.name for f in dataclasses.fields(Result)
                          if "better" in f.metadata and f.name not in ("wall_time_s", "peak_memory_mb")
-                         ) + ("failed_epoch", "best_epoch")
+                         ) + ("failed_epoch", "best_epoch", "batch_size", "nll_is_samples", "decoder_variance")
 BOUNDED_SCORES = tuple(n for n in HIGHER_IS_BETTER if n.startswith("latent_"))  # never on a log scale
 
 

@@ -95,12 +95,13 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     device = pick_device(typed.device, slot_dir, typed.jobs_per_gpu)
     data, split = checked_data(typed)
     train_idx, val_idx = split.train, split.val  # split.test: held out from training and stopping, scored after
+    batch_size = typed.trainer.batch_for(len(train_idx))  # auto: resolved for this split (fit does the same)
 
     result = Result(
         model=typed.model.name, optimizer=typed.optimizer.name, lr=typed.lr, latent_dim=typed.latent_dim,
         seed=typed.seed, loss_mode=typed.model.loss_mode.value, device=str(device), n_train=len(train_idx),
         n_val=len(val_idx), n_features=data.x.shape[1], config_hash=cfg_hash, data_fingerprint=data.fingerprint,
-        n_test=len(split.test),
+        n_test=len(split.test), batch_size=batch_size,
         data=data.preprocessing, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         host=socket.gethostname(), versions=versions(), config=resolved, device_name=device_name(device))
     if device.type == "cuda":
@@ -138,12 +139,13 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
                     device_broke(result, device, result.scoring_error)
 
         scored(lambda: assess(outcome.model, typed.model, x, data.labels, data.fingerprint, train_idx, val_idx,
-                              result.val_recon_mse, typed.trainer.batch_size, typed.seed,
-                              latent_scores=typed.trainer.latent_metrics))
+                              result.val_recon_mse, batch_size, typed.seed,
+                              latent_scores=typed.trainer.latent_metrics, nll_samples=typed.trainer.nll_samples))
         if len(split.test) and not result.device_failed:
-            kld_val = typed.model.kld_weights(typed.trainer.batch_size, len(train_idx), len(val_idx))[1]
-            scored(lambda: held_out_scores(outcome.model, x, train_idx, split.test, typed.trainer.batch_size,
-                                           kld_val, typed.trainer.amp))
+            kld_val = typed.model.kld_weights(batch_size, len(train_idx), len(val_idx))[1]
+            scored(lambda: held_out_scores(outcome.model, x, data.fingerprint, train_idx, val_idx, split.test,
+                                           batch_size, kld_val, typed.trainer.amp, typed.trainer.nll_samples,
+                                           typed.seed))
         if result.collapsed:
             log.warning("the model did not learn: %s", result.collapse_reason)
     except NonFiniteError as e:

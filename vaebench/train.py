@@ -238,11 +238,13 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
     train_rows = torch.as_tensor(train_idx, device=device)
     x_val = x[torch.as_tensor(val_idx, device=device)]
     n_train, n_val = len(train_idx), len(val_idx)
-    kld_train, kld_val = cfg.model.kld_weights(t.batch_size, n_train, n_val)
-    bounds = batch_bounds(n_train, t.batch_size, t.drop_last)
+    batch_size = t.batch_for(n_train)
+    kld_train, kld_val = cfg.model.kld_weights(batch_size, n_train, n_val)
+    bounds = batch_bounds(n_train, batch_size, t.drop_last)
     if not bounds:
-        raise ValueError(f"no training batch: {n_train} training rows with batch_size={t.batch_size}, "
+        raise ValueError(f"no training batch: {n_train} training rows with batch_size={batch_size}, "
                          f"drop_last={t.drop_last}")
+    model.start_variance(x, train_rows)
     if device.type == "cpu":
         retain_freed_memory()
     step_loss = forward_loss(model, t.compile, t.amp)
@@ -287,7 +289,7 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
             if not _all_finite(model):
                 raise NonFiniteError(epoch, "the weights")
             # Validation always at the full KL weight: the same objective every epoch, warm-up or not.
-            row.update(evaluate(model, x_val, t.batch_size, kld_val, t.amp))
+            row.update(evaluate(model, x_val, batch_size, kld_val, t.amp))
             if not math.isfinite(row["val_loss"]):
                 raise NonFiniteError(epoch, "the validation loss")
             row["seconds"] = time.perf_counter() - started

@@ -20,8 +20,9 @@ from vaebench.results import BOUNDED_SCORES, F, FAILED, HIGHER_IS_BETTER, LATENT
 
 WITHIN = 0.10  # robustness: a configuration within 10 % of the best one
 # Bounded scores, and ARI and silhouette can be <= 0 (worse than chance): never on a log scale, not even when a
-# sweep's values happen to be positive, so that every sweep's figure and numbers read the same way.
-LINEAR = BOUNDED_SCORES
+# sweep's values happen to be positive, so that every sweep's figure and numbers read the same way. Nor the
+# held-out likelihoods: they are logs already (nats per gene, of either sign), compared by differences.
+LINEAR = (*BOUNDED_SCORES, F.val_nll_is, F.test_nll_is, F.baseline_ppca_nll, F.test_baseline_ppca_nll, F.nll_vs_ppca)
 RECON = F.val_recon_mse  # the reconstruction loss that the latent scores are compared with: it compares across models
 LEARNED = 0.95  # recon_vs_mean at most this: better than predicting each gene's training mean by >= 5 %
 STRONG, MODERATE = 0.7, 0.4  # |Spearman rho| from which a relation is called strong / moderate (conventional cut-offs)

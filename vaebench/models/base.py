@@ -34,6 +34,13 @@ class Likelihood(Enum):  # the reconstruction term of loss_mode=elbo
     bernoulli = "bernoulli"  # binary cross-entropy summed over genes (tybalt)
 
 
+class DecoderVariance(Enum):
+    """The Gaussian decoder's variance under loss_mode=elbo (LogCosh: the square of its scale); losses.md 10."""
+    gene = "gene"  # learned, one per gene (the calibrated decoder; the default objective)
+    shared = "shared"  # learned, one for all genes
+    fixed = "fixed"  # sigma^2 = 1/2, constants dropped: the ELBO before the calibrated decoder (LogCosh: scale 1)
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
@@ -43,10 +50,17 @@ class ModelConfig:
     kld_weight: Any = "auto"  # "auto" or a number >= 0; OmegaConf has no Union[str, float]
     kl_warmup_epochs: int = 0  # the training KL weight ramps linearly from 0 over this many epochs
     grad_clip: Optional[float] = None
+    # Schema defaults are the behaviour from before the key existed, so old runs keep their config hash;
+    # conf/objective/ sets what a user gets (the calibrated decoder).
+    decoder_variance: DecoderVariance = DecoderVariance.fixed
+    min_decoder_variance: float = 1e-3  # the learned variance's floor (losses.md 10): ~3 % of the [0, 1] range
 
     def __post_init__(self) -> None:
         self.loss_mode = as_enum(LossMode, self.loss_mode, "model.loss_mode")
         self.likelihood = as_enum(Likelihood, self.likelihood, "model.likelihood")
+        self.decoder_variance = as_enum(DecoderVariance, self.decoder_variance, "model.decoder_variance")
+        require(0 < self.min_decoder_variance < 0.5, "model.min_decoder_variance",
+                f"must be in (0, 0.5), got {self.min_decoder_variance}")
         require(len(self.hidden_dims) > 0 and all(h > 0 for h in self.hidden_dims),
                 "model.hidden_dims", f"needs one or more positive sizes, got {list(self.hidden_dims)}")
         if self.kld_weight != "auto":
@@ -62,6 +76,13 @@ class ModelConfig:
         require(self.kl_warmup_epochs >= 0, "model.kl_warmup_epochs", f"must be >= 0, got {self.kl_warmup_epochs}")
         require(self.grad_clip is None or self.grad_clip > 0, "model.grad_clip",
                 f"must be > 0 or null, got {self.grad_clip}")
+
+    @property
+    def learned_variance(self) -> bool:
+        """The decoder's variance is a parameter: the ELBO with a Gaussian (or LogCosh) likelihood and a
+        learned decoder_variance. Bernoulli has no variance."""
+        return (self.loss_mode is LossMode.elbo and self.likelihood is Likelihood.gaussian
+                and self.decoder_variance is not DecoderVariance.fixed)
 
     def kld_weights(self, batch_size: int, n_train: int, n_val: int) -> tuple[float, float]:
         """(training, validation) KL weight. auto: the study's M_N = batch / N_train, and in paper mode
@@ -132,6 +153,56 @@ def dense_block(n_in: int, n_out: int) -> nn.Sequential:
 
 
 BERNOULLI_EPS = 1e-6  # x_hat kept this far from 0 and 1, so log(x_hat) and log(1 - x_hat) stay finite
+FIXED_VARIANCE = 0.5  # decoder_variance=fixed: the sigma^2 under which the squared error is -log p(x|z) + const
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_nll(sq_err: Tensor, variance: Tensor) -> Tensor:
+    """-log N(x; x_hat, variance) summed over genes, from the squared errors [..., F] and a variance per gene
+    [F] or shared [1]: sum_g (x - x_hat)^2 / (2 var_g) + 1/2 log var_g + 1/2 log 2 pi (losses.md 10). The
+    squared errors meet the weights in one matrix-vector product; the log terms are per gene, not per row."""
+    n = sq_err.shape[-1]
+    variance = variance.expand(n)
+    return sq_err @ (0.5 / variance) + 0.5 * (torch.log(variance).sum() + n * LOG_2PI)
+
+
+def log_cb_normaliser(lam: Tensor) -> Tensor:
+    """log C(lam) of the continuous Bernoulli, C = 2 artanh(1 - 2 lam) / (1 - 2 lam), C(1/2) = 2
+    (Loaiza-Ganem and Cunningham 2019). Near 1/2 the ratio is 0/0 in floating point: its series 2 (1 + u^2 / 3)
+    in u = 1 - 2 lam is exact there to far below float precision."""
+    u = 1 - 2 * lam
+    near = u.abs() < 1e-3
+    safe = torch.where(near, torch.ones_like(u), u)
+    return torch.where(near, math.log(2) + torch.log1p(u.pow(2) / 3), torch.log(2 * torch.atanh(safe) / safe))
+
+
+class LearnedVariance(nn.Module):
+    """The calibrated decoder's variance (Rybkin et al. 2021): var_g = floor + exp(start_g + shift + gene_g).
+
+    start is the training rows' variance (a buffer, set by BaseVAE.start_variance), shift one learned offset,
+    gene_g one learned offset per gene (decoder_variance=gene). Why the shared shift beside the per-gene
+    offsets: the loss is divided by the number of genes, so a per-gene parameter's gradient is that much smaller
+    than a decoder weight's and plain SGD would barely move it; the shift's gradient is a mean over genes, at the
+    decoder's scale, so every optimizer calibrates the overall noise level (Adam and RMSprop, scale-free, also
+    each gene's). The floor keeps the variance from shrinking onto the training rows' own noise."""
+
+    def __init__(self, n_features: int, per_gene: bool, floor: float):
+        super().__init__()
+        self.floor = floor
+        self.register_buffer("start", torch.zeros(n_features if per_gene else 1))
+        self.shift = nn.Parameter(torch.zeros(()))
+        self.gene = nn.Parameter(torch.zeros(n_features)) if per_gene else None
+
+    def start_at(self, variance: Tensor) -> None:
+        v = variance if self.gene is not None else variance.mean().reshape(1)
+        self.start.copy_(torch.log((v - self.floor).clamp_min(self.floor)))
+
+    def forward(self) -> Tensor:
+        """The variance: [F] per gene, [1] shared."""
+        log_excess = self.start + self.shift
+        if self.gene is not None:
+            log_excess = log_excess + self.gene
+        return self.floor + torch.exp(log_excess)
 
 
 class BaseVAE(nn.Module):
@@ -154,6 +225,10 @@ class BaseVAE(nn.Module):
             nn.Linear(back[-1], n_features),
             nn.Sigmoid(),
         )
+        # Draws no random numbers: the network starts from the same weights whatever decoder_variance is.
+        self.variance = (LearnedVariance(n_features, self.config.decoder_variance is DecoderVariance.gene,
+                                         self.config.min_decoder_variance)
+                         if self.config.learned_variance else None)
 
     @property
     def corrected(self) -> bool:
@@ -187,12 +262,40 @@ class BaseVAE(nn.Module):
         z = self.reparameterize(mu, log_var)
         return ForwardOutput(self.decode(z), mu, log_var, z)
 
-    def nll(self, recon: Tensor, x: Tensor) -> Tensor:
-        """The ELBO's negative log-likelihood of each row, summed over genes: [..., F] -> [...]."""
+    def reconstruction(self, recon: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The ELBO's reconstruction term: (negative log-likelihood of each row summed over genes [...], the
+        plain mean squared error as a number to report, without a graph). x broadcasts against recon."""
+        x = x.expand_as(recon)
         if self.config.likelihood is Likelihood.bernoulli:
             x_hat = recon.clamp(BERNOULLI_EPS, 1 - BERNOULLI_EPS)
-            return F.binary_cross_entropy(x_hat, x.expand_as(x_hat), reduction="none").sum(-1)
-        return F.mse_loss(recon, x.expand_as(recon), reduction="none").sum(-1)
+            nll = F.binary_cross_entropy(x_hat, x, reduction="none").sum(-1)
+            with torch.no_grad():
+                return nll, F.mse_loss(recon, x)
+        sq_err = F.mse_loss(recon, x, reduction="none")
+        if self.variance is None:  # sigma^2 = 1/2 with the constants dropped: the ELBO's numbers before issue 20
+            nll = sq_err.sum(-1)
+            return nll, nll.detach().mean() / x.shape[-1]
+        return gaussian_nll(sq_err, self.variance()), sq_err.detach().mean()
+
+    def log_likelihood(self, recon: Tensor, x: Tensor) -> Tensor:
+        """log p(x | z) of each row as a density, every constant included ([..., F] -> [...]): what the
+        held-out likelihood (vaebench.likelihood) sums. Bernoulli is the continuous Bernoulli, whose normaliser
+        makes it a density on [0, 1] (losses.md 10)."""
+        x = x.expand_as(recon)
+        if self.config.likelihood is Likelihood.bernoulli:
+            lam = recon.clamp(BERNOULLI_EPS, 1 - BERNOULLI_EPS)
+            return (x * torch.log(lam) + (1 - x) * torch.log1p(-lam) + log_cb_normaliser(lam)).sum(-1)
+        variance = self.variance() if self.variance is not None else recon.new_tensor(FIXED_VARIANCE)
+        return -gaussian_nll(F.mse_loss(recon, x, reduction="none"), variance)
+
+    @torch.no_grad()
+    def start_variance(self, x: Tensor, train_rows: Optional[Tensor] = None) -> None:
+        """Start a learned decoder variance at the training rows' variance per gene (rows train_rows of x, or
+        all of x): the error of the per-gene-mean predictor, the decoder's own error before it has learned
+        anything. A no-op for a fixed variance."""
+        if self.variance is not None:
+            rows = x if train_rows is None else x.index_select(0, train_rows)
+            self.variance.start_at(rows.double().var(0).float())  # float64: one rounding, any row count
 
     def loss(self, out: ForwardOutput, x: Tensor, kld_weight: float) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""InfoVAE / MMD-VAE (docs/losses.md sections 5 and 10).
+"""InfoVAE / MMD-VAE (docs/losses.md sections 5, 9 and 10).
 
 paper, corrected: loss = beta * MSE + (1 - alpha) * M_N * KL + (alpha + lambda - 1) * MMD^2_u(prior draws, z)
 elbo:             loss = (1/F) {mean_b [beta * nll_b + (1 - alpha) * kld_weight * KL_b] + (alpha + lambda - 1) * MMD^2_u}

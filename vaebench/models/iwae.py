@@ -1,4 +1,4 @@
-"""Importance-weighted autoencoder (docs/losses.md sections 4 and 10).
+"""Importance-weighted autoencoder (docs/losses.md sections 4, 9 and 10).
 
 paper:     l_bs = mean_f (x_hat_bs - x_b)^2 + M_N * KL_b;  loss = mean_b sum_s softmax_s(l_b)_s * l_bs
            (the study's code: the weights favour the worst sample, are not detached, and KL cancels in them)

@@ -1,18 +1,17 @@
-"""Standard VAE (docs/losses.md sections 3 and 10).
+"""Standard VAE (docs/losses.md sections 3, 9 and 10).
 
 paper, corrected: loss = MSE + kld_weight * KL (the same in both modes)
-elbo:             loss = (1/F) mean_b [nll_b + kld_weight * KL_b]
+elbo:             loss = (1/F) mean_b [nll_b + kld_weight * KL_b]  (nll_b: the decoder's, BaseVAE.reconstruction)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaebench.models.base import BaseVAE, ForwardOutput, Likelihood, ModelConfig, kl_per_row
+from vaebench.models.base import BaseVAE, ForwardOutput, ModelConfig, kl_per_row
 
 
 @dataclass
@@ -21,14 +20,9 @@ class VAEConfig(ModelConfig):
 
 
 def recon_terms(model: BaseVAE, recon: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """ELBO: (nll of each row [...], the model's recon term = mean nll per gene, plain MSE). The MSE is the
-    recon term itself for a Gaussian likelihood, a separate number (no graph) for a Bernoulli one."""
-    nll = model.nll(recon, x)
-    recon_term = nll.mean() / x.shape[-1]
-    if model.config.likelihood is Likelihood.gaussian:
-        return nll, recon_term, recon_term.detach()
-    with torch.no_grad():
-        return nll, recon_term, F.mse_loss(recon, x.expand_as(recon))
+    """ELBO: (nll of each row [...], the model's recon term = mean nll per gene, plain MSE without a graph)."""
+    nll, mse = model.reconstruction(recon, x)
+    return nll, nll.mean() / x.shape[-1], mse
 
 
 class VAE(BaseVAE):

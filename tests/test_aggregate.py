@@ -481,20 +481,24 @@ def test_an_overview_for_two_models_and_every_title_says_objective_and_data(tmp_
     for model in ("vae", "iwae"):
         for lr in (1e-3, 1e-2):
             write_run(tmp_path / "runs", f"{model}{lr}", model=model, lr=lr, n_train=180, n_val=20, n_features=50,
-                      loss_mode="elbo", config={"trainer": {"max_epochs": 30}, "model": {"loss_mode": "elbo"},
+                      loss_mode="elbo", config={"trainer": {"max_epochs": 30},
+                                                "model": {"loss_mode": "elbo", "decoder_variance": "gene"},
                                                 "data": {"name": "table", "path": "/data/brca.tsv.gz"}})
     agg.main([str(tmp_path / "runs")])
     out = tmp_path / "runs" / "aggregate"
     assert (out / "overview.png").exists() and "![all models](overview.png)" in (out / "report.md").read_text()
     df = table(tmp_path / "runs")
-    assert agg.runs_context(df) == "objective elbo, data table brca.tsv.gz (200 x 50)"
+    assert agg.runs_context(df) == "objective calibrated, data table brca.tsv.gz (200 x 50)"
     lvl, c = agg.levels(df), agg.cells(df, "val_recon_mse")
     for fig in (agg.plot_model(c[c.model == "vae"], lvl, "vae", "val_recon_mse", agg.runs_context(df)),
                 agg.plot_overview(c, lvl, "val_recon_mse", agg.runs_context(df))):
         title = fig.get_suptitle().replace("\n", " ")
-        assert "objective elbo" in title and "brca.tsv.gz (200 x 50)" in title
+        assert "objective calibrated" in title and "brca.tsv.gz (200 x 50)" in title
         agg.plt.close(fig)
-    assert "objective elbo, data table brca.tsv.gz (200 x 50)" in (out / "report.md").read_text()
+    assert "objective calibrated, data table brca.tsv.gz (200 x 50)" in (out / "report.md").read_text()
+    for variance, name in (("fixed", "elbo_fixed"), ("shared", "calibrated (one shared variance)")):
+        assert agg.collect.objective_text(df.assign(**{"config.model.decoder_variance": variance})) == f"objective {name}"
+    assert agg.collect.objective_text(df.assign(**{"config.model.loss_mode": "paper"})) == "objective paper"
 
 
 def test_each_value_is_printed_and_the_colour_ticks_span_the_data(tmp_path):

@@ -27,7 +27,7 @@ def test_a_successful_run_returns_its_value_and_a_failed_one_no_number():
 
 def test_the_aggregate_reads_a_search_without_a_factorial_anova(tmp_path):
     # Eight trials, each its own learning rate (as Optuna's TPE draws them), two latent sizes.
-    for i, lr in enumerate((1.1e-4, 3.2e-4, 7.7e-4, 1.4e-3, 2.9e-3, 6.1e-3, 1.3e-2, 4.4e-2)):
+    for i, lr in enumerate((1.1127e-4, 3.2341e-4, 7.7005e-4, 1.4413e-3, 2.9208e-3, 6.1852e-3, 1.3001e-2, 4.4517e-2)):
         write_run(tmp_path / "search", f"{i}", lr=lr, latent_dim=(5, 20)[i % 2], val_recon_mse=0.01 * (1 + abs(math.log10(lr) + 2.5)))
     agg.main([str(tmp_path / "search")])
     report = (tmp_path / "search" / "aggregate" / "report.md").read_text()
@@ -38,6 +38,8 @@ def test_the_aggregate_reads_a_search_without_a_factorial_anova(tmp_path):
     summary = table_with(report, "best configuration")
     assert summary["partial η² lr"].tolist() == ["—"]  # no number where there is no design
     assert agg.sensitivity(agg.successful(table(tmp_path / "search"), "val_recon_mse"), "val_recon_mse") is None
+    # A grid's round values, one run each, are still a grid (its ANOVA says what it cannot estimate).
+    assert agg.no_design(table(tmp_path / "search").assign(lr=[1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2])) is None
 
 
 @pytest.mark.slow  # two trials through Optuna (about 10 s on 2 idle cores)

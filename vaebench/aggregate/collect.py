@@ -317,20 +317,23 @@ def _values(df: pd.DataFrame, column: str) -> list[str]:
 
 
 def objective_text(df: pd.DataFrame) -> str:
-    """The objective the runs trained under, in a few words: the `objective` config group's choice when the
-    results recorded it, else the loss mode (with the decoder's variance under the ELBO, when recorded)."""
-    for column in ("config.objective.name", "config.objective"):
-        chosen = _values(df, column)
-        if chosen:
-            return "objective " + " / ".join(chosen)
+    """The objective the runs trained under, named as the `objective` config group names it (calibrated,
+    elbo_fixed, paper), from the loss mode and the decoder's variance their configs recorded."""
     modes = _values(df, "config.model.loss_mode") or _values(df, "loss_mode")
     if not modes:
         return ""
-    text = " / ".join(modes)
-    variance = _values(df, "config.model.decoder_variance")
-    if modes == ["elbo"] and variance:
-        text += f" (decoder variance {' / '.join(variance)})"
-    return f"objective {text}"
+    variances = _values(df, "config.model.decoder_variance")
+    likelihoods = [v for v in _values(df, "config.model.likelihood") if v != "gaussian"]
+    names = []
+    for mode in modes:
+        if mode != "elbo":
+            names.append(mode)
+        elif likelihoods:
+            names.append(f"elbo ({' / '.join(likelihoods)})")
+        else:
+            names += [{"gene": "calibrated", "shared": "calibrated (one shared variance)"}.get(v, "elbo_fixed")
+                      for v in (variances or ["fixed"])]
+    return "objective " + " / ".join(dict.fromkeys(names))
 
 
 def data_text(df: pd.DataFrame) -> str:

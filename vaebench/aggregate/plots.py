@@ -243,10 +243,10 @@ def scale_text(values: pd.Series, metric: str, log: bool) -> str:
         return "no successful run: nothing in colour"
     if log:
         return "log scale"
-    if metric in LINEAR:
-        return "linear scale: a score that can be ≤ 0"
     if metric in LIKELIHOODS:
         return "linear scale: a log-likelihood, nats per gene"
+    if metric in LINEAR:
+        return "linear scale: a score that can be ≤ 0"
     return "linear scale: values ≤ 0"
 
 

@@ -22,7 +22,8 @@ WITHIN = 0.10  # robustness: a configuration within 10 % of the best one
 # Bounded scores, and ARI and silhouette can be <= 0 (worse than chance): never on a log scale, not even when a
 # sweep's values happen to be positive, so that every sweep's figure and numbers read the same way. Nor the
 # held-out likelihoods: they are logs already (nats per gene, of either sign), compared by differences.
-LINEAR = (*BOUNDED_SCORES, F.val_nll_is, F.test_nll_is, F.baseline_ppca_nll, F.test_baseline_ppca_nll, F.nll_vs_ppca)
+LIKELIHOODS = (F.val_nll_is, F.test_nll_is, F.baseline_ppca_nll, F.test_baseline_ppca_nll, F.nll_vs_ppca)
+LINEAR = (*BOUNDED_SCORES, *LIKELIHOODS)
 RECON = F.val_recon_mse  # the reconstruction loss that the latent scores are compared with: it compares across models
 LEARNED = 0.95  # recon_vs_mean at most this: better than predicting each gene's training mean by >= 5 %
 STRONG, MODERATE = 0.7, 0.4  # |Spearman rho| from which a relation is called strong / moderate (conventional cut-offs)
@@ -31,8 +32,8 @@ REAL_SHARE = 0.1  # runs that did not learn (collapsed): from this share of a mo
 # imbalanced labels (tumour / normal 1104 / 114 gave k-means ARI 0.04-0.21 beside a probe at 0.99); k-means'
 # ARI and NMI, and the silhouette, after it.
 LATENT_ORDER = (F.latent_probe_balanced_accuracy, F.latent_ari, F.latent_nmi, F.latent_silhouette)
-# The held-out likelihood (the calibrated objective's): read with .get, results without it still aggregate.
-NLL, PPCA_NLL, NLL_VS_PPCA, KL_UNITS = "val_nll_is", "baseline_ppca_nll", "nll_vs_ppca", "kl_units_90"
+# The held-out likelihood (the calibrated objective's): results written without it still aggregate (_numbers).
+NLL, PPCA_NLL, NLL_VS_PPCA, KL_UNITS = F.val_nll_is, F.baseline_ppca_nll, F.nll_vs_ppca, F.kl_units_90
 
 
 def latent_scores_present(df: pd.DataFrame) -> list[str]:
@@ -68,15 +69,11 @@ def analysed_runs(ok: pd.DataFrame) -> Analysed:
 
 
 
-# Log-likelihoods (nats per gene) are compared by their differences, never their ratios, and can be negative:
-# always on a linear scale.
-LIKELIHOODS = (NLL, PPCA_NLL, NLL_VS_PPCA)
-
 
 def is_log_scale(values: pd.Series, metric: str) -> bool:
     """ln(metric) only when every value is positive (losses can be negative) and the metric is not a score
     that can be <= 0 nor a log-likelihood; else the metric itself."""
-    return metric not in LINEAR and metric not in LIKELIHOODS and len(values) > 0 and bool((values > 0).all())
+    return metric not in LINEAR and len(values) > 0 and bool((values > 0).all())
 
 
 def analysed(values: pd.Series, metric: str) -> pd.Series:
@@ -90,7 +87,10 @@ def no_design(ok: pd.DataFrame) -> Optional[str]:
     level against level, and an ANOVA with a category per trial would fit every run exactly."""
     for factor in AXES:
         per_level = ok.groupby(factor).size()
-        if len(per_level) > 2 and per_level.median() < 2:
+        values = pd.Series(per_level.index)
+        # A sampler's values (0.000311566) are not a grid's round ones (1e-3, 5e-4, 20): three significant digits.
+        drawn = values.map(lambda v: isinstance(v, float) and float(f"{v:.3g}") != v).mean() >= 0.5
+        if len(per_level) > 2 and per_level.median() < 2 and (drawn or len(per_level) >= 10):
             return (f"{factor} takes {len(per_level)} values in {len(ok)} runs, most of them once: the runs are a "
                     "search (such as hydra/sweeper=optuna), not a grid")
     return None

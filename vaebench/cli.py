@@ -22,10 +22,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vaebench.claim import CLAIM_FILE, SLOTS_DIR, claimed
-from vaebench import cluster, launcher, sweep
+from vaebench import cluster, sweep
 from vaebench.config import register_configs
 from vaebench.errors import UserError
-from vaebench.launcher import NOT_WRITTEN, cannot_write
 from vaebench.results import F, METRICS_FILE, RESULT_FILE
 from vaebench.search import FailedRun, objective_value
 from vaebench.sweep import job_dirname, report_job, report_not_run
@@ -116,9 +115,8 @@ def threads_per_job() -> int:
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def _task(cfg: DictConfig) -> Optional[float]:
-    from vaebench.artifacts import where
-    from vaebench.device import DeviceFailed, broken
-    from vaebench.task import run  # the loop, data and scoring: only when a job runs
+    from vaebench.artifact_files import where
+    from vaebench.resume import already_finished
 
     global device_failed
 
@@ -130,6 +128,18 @@ def _task(cfg: DictConfig) -> Optional[float]:
     elif interactive:  # the progress bar replaces the epoch lines
         quiet_console(lambda r: r.name == "vaebench.epochs")
     out_dir = Path(hc.runtime.output_dir)
+    try:  # a bad value, or a resumed job already finished: without torch, data or the training loop
+        skipped = already_finished(cfg, out_dir, multirun)
+    except UserError as e:
+        refuse(e, out_dir, multirun)
+    if skipped is not None:
+        log.info("skipped: %s already holds a finished result (status %s)", out_dir, skipped[F.status])
+        print(report_job(Path(hc.sweep.dir), skipped) if multirun else where(out_dir), flush=True)
+        return objective_value(skipped)
+
+    from vaebench.device import DeviceFailed, broken
+    from vaebench.task import run  # the loop, data and scoring: only when a job runs
+
     slot_dir = Path(hc.sweep.dir) / SLOTS_DIR if multirun else None  # each worker keeps one GPU slot
     try:
         with claimed(out_dir):  # a second sweep into the same directory waits here, then skips the finished job
@@ -139,17 +149,14 @@ def _task(cfg: DictConfig) -> Optional[float]:
         print(report_not_run(Path(hc.sweep.dir), " ".join(hc.overrides.task), str(e)), flush=True)
         return FailedRun(f"not run: {e}")
     except UserError as e:
-        print(f"vaebench: error: {e}", file=sys.stderr)
-        quiet_console(lambda r: True)  # the line above is the terminal's copy; run.log gets the record
-        log.error("%s", e)
-        if not multirun:
-            remove_refused_run(out_dir)
-        sys.exit(2)
+        refuse(e, out_dir, multirun)
     except OSError as e:  # result.json or metrics.csv: the directory is not writable (or the disk is full)
         if not multirun:
             print(f"vaebench: error: cannot write the run's output in {out_dir} ({e.strerror or e}); "
                   f"fix it or choose another hydra.run.dir", file=sys.stderr)
             sys.exit(2)
+        from vaebench.launcher import NOT_WRITTEN, cannot_write
+
         print(cannot_write(" ".join(hc.overrides.task), e), file=sys.stderr, flush=True)
         return NOT_WRITTEN
     failure = broken() if result.get(F.device_failed) else None
@@ -161,6 +168,16 @@ def _task(cfg: DictConfig) -> Optional[float]:
             device_failed = True
         print(where(out_dir), flush=True)  # the last line: where the result and the artifacts are
     return objective_value(result)  # what a Hydra optimizing sweeper minimises; a failed run is a failed trial
+
+
+def refuse(e: UserError, out_dir: Path, multirun: bool) -> None:
+    """A user's mistake: one line, exit status 2, and no folder left by a single run."""
+    print(f"vaebench: error: {e}", file=sys.stderr)
+    quiet_console(lambda r: True)  # the line above is the terminal's copy; run.log gets the record
+    log.error("%s", e)
+    if not multirun:
+        remove_refused_run(out_dir)
+    sys.exit(2)
 
 
 def remove_refused_run(out_dir: Path) -> None:
@@ -252,8 +269,8 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    register_configs()
-    launcher.install()
+    register_configs()  # the launcher's guard (vaebench.launcher, which imports joblib) is installed by the
+    # sweep's callback, when a sweep starts: --help, --cfg and a typo import neither joblib nor torch
     stop_on_signals()
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises a bad override instead of printing it over several lines
@@ -277,7 +294,8 @@ def main() -> None:
         if e.code == 1:
             sys.exit(2)
         raise
-    if launcher.unwritable_jobs or cluster.unfinished_jobs:  # each said why in its own line; so does the exit status
+    launcher = sys.modules.get("vaebench.launcher")  # imported only by a sweep
+    if (launcher is not None and launcher.unwritable_jobs) or cluster.unfinished_jobs:  # each said why in its own line; so does the exit status
         sys.exit(2)
     if device_failed or sweep.failed_devices:  # said in one line per device
         sys.exit(1)

@@ -35,7 +35,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vaebench.config import validate
 from vaebench.errors import UserError
-from vaebench.precheck import checked_data
 from vaebench.results import F, FINISHED, describe, read_result
 
 log = logging.getLogger("vaebench.sweep")
@@ -110,6 +109,9 @@ def devices_seen_here(launcher: DictConfig) -> bool:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from vaebench import launcher
+
+        launcher.install()  # before the launcher runs: its per-job guard (imports joblib: here, not at start-up)
         jobs = job_overrides(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
         if jobs:
             try:
@@ -120,6 +122,8 @@ class SweepCallback(Callback):
                 if devices_seen_here(config.hydra.launcher):  # cuda:N past the GPUs: before any job
                     for device in sorted({cfg.device for cfg in typed}):
                         check_device(device)
+                from vaebench.precheck import checked_data  # numpy and the data: when a sweep starts
+
                 checked = set()
                 for cfg in typed:  # each distinct data set and batch setting once: a bad file stops the sweep here
                     key = (repr(cfg.data), cfg.trainer.val_fraction, cfg.trainer.batch_size, cfg.trainer.drop_last)

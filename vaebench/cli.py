@@ -133,7 +133,8 @@ def _task(cfg: DictConfig) -> Optional[float]:
     except UserError as e:
         refuse(e, out_dir, multirun)
     if skipped is not None:
-        log.info("skipped: %s already holds a finished result (status %s)", out_dir, skipped[F.status])
+        logging.getLogger("vaebench.resume").info("skipped: %s already holds a finished result (status %s)", out_dir,
+                                                  skipped[F.status])  # run.log's line, as the task's
         print(report_job(Path(hc.sweep.dir), skipped) if multirun else where(out_dir), flush=True)
         return objective_value(skipped)
 

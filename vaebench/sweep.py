@@ -117,10 +117,14 @@ class SweepCallback(Callback):
             try:
                 typed = [validate(compose(config_name=kwargs.get("config_name") or "config", overrides=overrides))
                          for overrides in distinct_value_jobs(jobs)]
-                from vaebench.device import check_device  # a sweep's check of cuda:N
+                from vaebench.resume import device_type_without_torch
 
-                if devices_seen_here(config.hydra.launcher):  # cuda:N past the GPUs: before any job
-                    for device in sorted({cfg.device for cfg in typed}):
+                # cuda:N past the GPUs: before any job. A device certain to be the CPU needs no check (nor torch).
+                gpus = sorted({cfg.device for cfg in typed if device_type_without_torch(cfg.device) != "cpu"})
+                if gpus and devices_seen_here(config.hydra.launcher):
+                    from vaebench.device import check_device  # a sweep's check of cuda:N
+
+                    for device in gpus:
                         check_device(device)
                 from vaebench.precheck import checked_data  # numpy and the data: when a sweep starts
 

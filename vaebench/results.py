@@ -107,7 +107,7 @@ class Result:
                                                     "rows with variance > 0.01 (Burda et al. 2016)")
     kl_units_90: Optional[int] = _metric("higher", "the fewest latent dims that carry 90 % of the KL: the dims "
                                                    "that hold information, where active_units also counts dims that "
-                                                   "only wiggle")
+                                                   "only wiggle; 0 when the whole KL is below 1 nat per sample")
     val_kl: Optional[float] = _metric("higher", "KL(q(z|x) || p(z)) per sample in nats, summed over latent dims")
     kl_per_dim: Optional[list] = _info("KL per latent dim in nats, mean over validation rows")
     collapsed: Optional[bool] = _info("recon_vs_mean >= 0.98 or no active unit: the model did not learn")

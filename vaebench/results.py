@@ -295,5 +295,8 @@ def describe(result: dict[str, Any], status: Optional[str] = None) -> str:
     mse = "" if r.val_recon_mse is None else f" val_mse={r.val_recon_mse:.4g}"
     vs_mean = "" if r.recon_vs_mean is None else f" ({r.recon_vs_mean:.2f}x mean predictor)"
     collapsed = f" COLLAPSED: {r.collapse_reason}" if r.collapsed else ""
+    # A failed run names the epoch it failed in (its failed_epoch), not the epochs it completed: "oom epochs=0"
+    # read as a contradiction of the result's failed_epoch 1.
+    epochs = f" in epoch {r.failed_epoch}" if r.failed_epoch else f" epochs={r.epochs_run}"
     return (f"{r.model} {r.optimizer} lr={r.lr:g} latent={r.latent_dim} seed={r.seed} -> {status or r.status}"
-            f"{mse}{vs_mean} epochs={r.epochs_run} ({r.wall_time_s or 0:.1f} s){collapsed}")
+            f"{mse}{vs_mean}{epochs} ({r.wall_time_s or 0:.1f} s){collapsed}")

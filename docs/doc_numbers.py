@@ -28,11 +28,11 @@ from typing import Callable
 
 import pandas as pd
 
-from vaebench.aggregate.collect import CELL, cells, levels, scan, successful, tabulate
+from vaebench.aggregate.collect import CELL, cells, levels, runs_context, scan, successful, tabulate
 from vaebench.aggregate.fmt import fmt_lr
 from vaebench.aggregate.report import summary
 from vaebench.aggregate.plots import plot_model, save
-from vaebench.aggregate.stats import LEARNED, analysed, best_config, factor_effects, robustness, seed_spread
+from vaebench.aggregate.stats import LEARNED, analysed, analysed_runs, best_config, factor_effects, robustness, seed_spread
 from vaebench.results import F
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def vae_figure(d: Demo) -> str:
             f"{optimizer_name(r[F.optimizer])} at {fmt_lr(r[F.lr])}" for _, r in worst.iterrows())
     longest = optimizer_name(epochs.index[-1])
     collapsed, runs = int(c["n_collapsed"].sum()), int(c["n_ok"].sum())
-    return (f"{collapsed} of {runs} runs are marked collapsed (a bar across the dot). "
+    return (f"{collapsed} of {runs} runs are marked collapsed (a bar through the dot). "
             f"{optimizer_name(best[F.optimizer])} at lr {fmt_lr(best[F.lr])}, latent {int(best[F.latent_dim])} is "
             f"the best cell ({best['mean']:.3f}x the mean predictor); {worst_text}. {longest} trains longest "
             f"(mean {epochs.iloc[-1]:.1f} epochs, against {epochs.iloc[0]:.1f} for "
@@ -180,7 +180,7 @@ def seeds_robust(d: Demo) -> str:
 
 def seeds_spread(d: Demo) -> str:
     """docs/choosing-settings.md: the seed sd against each hyper-parameter's effect, and how many seeds suffice."""
-    ok = successful(d.seeds, METRIC)
+    ok = analysed_runs(successful(d.seeds, METRIC)).runs  # as the report: the runs that learned
     spread = seed_spread(ok, METRIC)
     effects = factor_effects(ok, METRIC)
     means = analysed(ok[METRIC], METRIC).groupby([ok[F.optimizer], ok[F.lr], ok[F.latent_dim]]).mean()
@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"doc_numbers: every marked number in {', '.join(DOCS)} agrees with the demo in {args.demo}")
         return 0
     vae = cells(demo.paper, METRIC)
-    figure = plot_model(vae[vae[F.model] == "vae"], levels(demo.paper), "vae", METRIC)  # as vaebench-aggregate draws it
+    figure = plot_model(vae[vae[F.model] == "vae"], levels(demo.paper), "vae", METRIC,  # as vaebench-aggregate draws it
+                        runs_context(demo.paper))
     save(figure, REPO / FIGURE.parent, FIGURE.stem, ["png"])
     print(f"doc_numbers: wrote {', '.join(stale) or 'no doc (every number already agreed)'} and {FIGURE}")
     return 0

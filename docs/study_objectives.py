@@ -83,7 +83,7 @@ def calibrated_bar(runs: pd.DataFrame) -> pd.DataFrame:
                      "nll_is (nats/gene)": best.val_nll_is, "PPCA-20 nll": best.baseline_ppca_nll,
                      "units with 90 % of KL": best.kl_units_90, "ARI (PCA)": f"{best.latent_ari:.2f} "
                                                                               f"({best.latent_ari_pca:.2f})",
-                     "epochs (best)": f"{best.epochs_run} ({best.best_epoch})"})
+                     "epochs (best)": f"{int(best.epochs_run)} ({int(best.best_epoch)})"})
     return pd.DataFrame(rows).set_index("model")
 
 

@@ -421,7 +421,7 @@ def test_fractional_mean_epochs_draw_a_size_legend(tmp_path):
     fig = agg.plot_model(agg.cells(df, "val_recon_mse"), agg.levels(df), "vae", "val_recon_mse")
     sizes = {h.get_label(): h.get_markersize() for h in fig.legends[0].legend_handles if "epochs" in h.get_label()}
     assert list(sizes) == ["2 epochs", "3 epochs", "4 epochs"]
-    assert (sizes["2 epochs"], sizes["4 epochs"]) == pytest.approx((math.sqrt(25), math.sqrt(320)))  # the extremes
+    assert (sizes["2 epochs"], sizes["4 epochs"]) == pytest.approx((math.sqrt(40), math.sqrt(300)))  # the extremes
     agg.plt.close(fig)
 
 
@@ -441,7 +441,8 @@ def test_latent_score_with_non_positive_values_is_drawn_on_a_linear_scale(tmp_pa
     fig = agg.plot_model(agg.cells(df, "latent_ari"), agg.levels(df), "vae", "latent_ari")
     assert colour_bar_label(fig) == "mean latent_ari\n(linear scale: a score that can be ≤ 0)"
     texts = sorted(t.get_text() for t in fig.axes[0].texts)
-    assert texts == ["±0.042", "±0.071"]  # the sd itself: relative to a mean near 0 it would be meaningless
+    # Each cell's value, and the sd itself: relative to a mean near 0 it would be meaningless.
+    assert texts == ["-0.0300", "0.450", "±0.042", "±0.071"]
     assert "\n" in fig.get_suptitle()  # one narrow panel: the title is wrapped, not clipped at the edges
     agg.plt.close(fig)
     # The ANOVA of the score itself, never of its logarithm: the same numbers as the linear colour scale.
@@ -463,7 +464,7 @@ def test_figures_are_files_that_open(tmp_path):
     failing_grid(tmp_path / "runs")
     agg.main([str(tmp_path / "runs"), "--format", "png,svg,pdf"])
     out = tmp_path / "runs" / "aggregate"  # the default: <first PATH>/aggregate
-    for stem in ("dotplot_vae", "overview"):
+    for stem in ("dotplot_vae",):
         with Image.open(out / f"{stem}.png") as im:
             im.load()
             assert im.width > 400 and im.height > 200
@@ -471,7 +472,65 @@ def test_figures_are_files_that_open(tmp_path):
         pdf = (out / f"{stem}.pdf").read_bytes()
         assert pdf.startswith(b"%PDF-") and b"%%EOF" in pdf[-64:]
     report = (out / "report.md").read_text()
-    assert "![vae: dot-plot](dotplot_vae.png)" in report and "![all models](overview.png)" in report
+    assert "![vae: dot-plot](dotplot_vae.png)" in report
+    # One model: an overview would repeat its figure, so there is none (issue 22).
+    assert not (out / "overview.png").exists() and "overview" not in report
+
+
+def test_an_overview_for_two_models_and_every_title_says_objective_and_data(tmp_path):
+    for model in ("vae", "iwae"):
+        for lr in (1e-3, 1e-2):
+            write_run(tmp_path / "runs", f"{model}{lr}", model=model, lr=lr, n_train=180, n_val=20, n_features=50,
+                      loss_mode="elbo", config={"trainer": {"max_epochs": 30},
+                                                "model": {"loss_mode": "elbo", "decoder_variance": "gene"},
+                                                "data": {"name": "table", "path": "/data/brca.tsv.gz"}})
+    agg.main([str(tmp_path / "runs")])
+    out = tmp_path / "runs" / "aggregate"
+    assert (out / "overview.png").exists() and "![all models](overview.png)" in (out / "report.md").read_text()
+    df = table(tmp_path / "runs")
+    assert agg.runs_context(df) == "objective calibrated, data table brca.tsv.gz (200 x 50)"
+    lvl, c = agg.levels(df), agg.cells(df, "val_recon_mse")
+    for fig in (agg.plot_model(c[c.model == "vae"], lvl, "vae", "val_recon_mse", agg.runs_context(df)),
+                agg.plot_overview(c, lvl, "val_recon_mse", agg.runs_context(df))):
+        title = fig.get_suptitle().replace("\n", " ")
+        assert "objective calibrated" in title and "brca.tsv.gz (200 x 50)" in title
+        agg.plt.close(fig)
+    assert "objective calibrated, data table brca.tsv.gz (200 x 50)" in (out / "report.md").read_text()
+    for variance, name in (("fixed", "elbo_fixed"), ("shared", "calibrated (one shared variance)")):
+        assert agg.collect.objective_text(df.assign(**{"config.model.decoder_variance": variance})) == f"objective {name}"
+    assert agg.collect.objective_text(df.assign(**{"config.model.loss_mode": "paper"})) == "objective paper"
+
+
+def test_each_value_is_printed_and_the_colour_ticks_span_the_data(tmp_path):
+    # Issue 22: the demo's bar labelled only 0.9 and 1 while the data ran from 1.0 to 1.22, and no value was printed.
+    values = {(1e-4, 10): 1.003, (1e-4, 50): 1.012, (1e-3, 10): 1.09, (1e-3, 50): 1.216}
+    for (lr, z), v in values.items():
+        write_run(tmp_path, f"{lr}{z}", lr=lr, latent_dim=z, recon_vs_mean=v, collapsed=True, epochs_run=2)
+    df = table(tmp_path)
+    fig = agg.plot_model(agg.cells(df, "recon_vs_mean"), agg.levels(df), "vae", "recon_vs_mean")
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["1.00", "1.01", "1.09", "1.22"]
+    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    ticks = [t for t in bar.get_yticks() if bar.get_ylim()[0] <= t <= bar.get_ylim()[1]]
+    assert min(ticks) == pytest.approx(1.003) and max(ticks) == pytest.approx(1.216)  # the data's ends are labelled
+    assert len(ticks) >= 4  # and round values between them
+    labels = [t.get_text() for t in bar.get_yticklabels()]
+    assert "1.22" in labels and all("10^" not in t and "times" not in t for t in labels)
+    agg.plt.close(fig)
+
+
+def test_collapsed_short_runs_stay_visible_under_their_bar(tmp_path):
+    # Issue 22: the bar was drawn over the smallest dots and hid them. Now it lies behind, longer than the dot.
+    write_run(tmp_path, "short", recon_vs_mean=1.01, collapsed=True, epochs_run=1)
+    write_run(tmp_path, "long", lr=1e-2, recon_vs_mean=0.5, collapsed=False, epochs_run=20)
+    df = table(tmp_path)
+    fig = agg.plot_model(agg.cells(df, "recon_vs_mean"), agg.levels(df), "vae", "recon_vs_mean")
+    ax = fig.axes[0]
+    dots = next(c for c in ax.collections if c.get_label() == "ok")
+    bar = next(c for c in ax.collections if c.get_label() == "collapsed")
+    assert bar.get_zorder() < dots.get_zorder()
+    dot_size = dots.get_sizes()[list(map(tuple, dots.get_offsets())).index((0, 0))]
+    assert math.sqrt(bar.get_sizes()[0]) > math.sqrt(dot_size) + 5  # reaches out of the dot on both sides
+    agg.plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------ did the models learn?
@@ -509,14 +568,21 @@ def test_did_the_models_learn_in_numbers(tmp_path):
 def test_report_opens_with_did_the_models_learn(tmp_path, capsys):
     baseline_grid(tmp_path / "runs")
     agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
-    assert "metric: recon_vs_mean" in capsys.readouterr().out  # the default when every ok run has baselines
+    printed = capsys.readouterr().out
+    assert "metric: recon_vs_mean" in printed  # the default when every ok run has baselines
+    # Issue 22: the totals the README quotes for a demo are printed, not only per-model rows.
+    total = "All models: 2 of 7 runs beat the mean predictor by 5 % or more, 3 are marked collapsed, 1 failed"
+    assert total in printed
     report = (tmp_path / "out" / "report.md").read_text()
+    assert total in report
     assert sections(report)[:2] == ["Did the models learn?", "Summary"]
     learned, refs = md_tables(report)[:2]
     assert learned[["model", "ok runs", "collapsed"]].values.tolist() == [["vae", "4", "1"], ["iwae", "2", "2"]]
     assert refs["model"].tolist() == ["vae", "iwae"] and refs["trained > untrained"].tolist() == ["0.5", "0"]
     section = report.split("## Did the models learn?")[1].split("## Summary")[0]
-    assert "**iwae:" in section and "**vae:" not in section  # only the model that never learned is called out
+    assert "**iwae: no run beats the mean predictor" in section
+    # Issue 22: the warning appeared only when every run collapsed; now whenever a real share (here 1 of 4) did.
+    assert "**vae: 1 of 4 successful runs (25%) did not learn (collapsed).**" in section
     summary = md_tables(report)[2]
     assert summary.columns[-1] == "best recon_vs_mean"
 
@@ -585,6 +651,16 @@ def test_a_differing_setting_outside_the_grid_splits_too(tmp_path):
     write_run(tmp_path / "one", "a", data_fingerprint="same")
     write_run(tmp_path / "one", "b", lr=1e-2, data_fingerprint="same")
     assert agg.experiments(table(tmp_path / "one")).differ_in == []
+
+
+def test_a_key_that_does_nothing_under_the_stopping_rule_does_not_split(tmp_path):
+    """Issue 22: trainer.patience was listed as a difference between runs under the study's rule, where it is unused."""
+    for patience in (5, 10):
+        for stopping in ("study", "patience"):
+            write_run(tmp_path / stopping, f"p{patience}", data_fingerprint="same", config_hash=f"{stopping}{patience}",
+                      config={"trainer": {"max_epochs": 30, "stopping": stopping, "patience": patience}})
+    assert agg.experiments(table(tmp_path / "study")).differ_in == []
+    assert agg.experiments(table(tmp_path / "patience")).differ_in == ["config.trainer.patience"]
 
 
 def test_every_run_failed_is_still_a_report(tmp_path, capsys):
@@ -723,3 +799,98 @@ def test_results_written_before_the_rename_read_nan_as_diverged(tmp_path):
     runs = agg.read_table(csv)
     assert runs["status"].tolist() == ["diverged", "ok"] and runs["stop_reason"].tolist() == ["diverged", "converged"]
     assert runs["val_recon_mse"].isna().tolist() == [True, False]
+
+
+# ------------------------------------------------------------------------------------------ issue 22: the report
+
+def brca_like_grid(root: Path) -> None:
+    """As on BRCA: SGD collapsed everywhere (about the mean predictor), Adam and RMSprop learned, lr matters."""
+    for opt, lr, z in product(("adam", "rmsprop", "sgd"), (1e-4, 1e-3, 1e-2), (10, 50)):
+        learned = opt != "sgd"
+        value = (0.5 + 0.1 * [1e-4, 1e-3, 1e-2].index(lr) + 0.01 * (z == 50) + 0.02 * (opt == "rmsprop")
+                 + 0.003 * ((z == 50) == (lr == 1e-3))) if learned else 1.0 + 0.001 * (z == 50)
+        write_run(root, f"{opt}_{lr}_{z}", schema=2, optimizer=opt, lr=lr, latent_dim=z, recon_vs_mean=value,
+                  val_recon_mse=0.02 * value, collapsed=not learned, active_units=5 if learned else 0)
+
+
+def test_the_anova_uses_the_runs_that_learned_and_counts_the_collapsed_apart(tmp_path):
+    brca_like_grid(tmp_path / "runs")
+    agg.main([str(tmp_path / "runs")])
+    report = (tmp_path / "runs" / "aggregate" / "report.md").read_text()
+    assert "Over the 12 successful runs that learned: the 6 that collapsed" in report
+    anova = table_with(report, "partial η²").set_index("term")
+    assert "Factorial ANOVA of ln(recon_vs_mean) over 12 successful runs" in report
+    # Without SGD's collapsed runs the optimizer no longer "matters most" (it did, only saying that SGD collapsed):
+    # two optimizers are left (1 df), and the learning rate moves the metric most. 12 runs leave 2 residual df: no p.
+    assert anova.loc["optimizer", "df"] == "1" and "By partial η², **lr** moves ln(recon_vs_mean) most" in report
+    per_opt = table_with(report, "of them collapsed").set_index("optimizer")
+    assert per_opt.loc["sgd", ["of them collapsed", "did not learn"]].tolist() == ["6", "1"]
+    assert "Runs failed or collapsed per optimizer x learning rate:" in report
+    summary = table_with(report, "best configuration").set_index("model")
+    assert summary.loc["vae", "collapsed"] == "6"
+
+
+def test_no_p_value_from_too_few_residual_degrees_of_freedom(tmp_path):
+    # 2 optimizers x 2 lr x 2 latent sizes, one seed: the two-way interactions leave 1 residual df.
+    for opt, lr, z in product(("adam", "rmsprop"), (1e-3, 1e-2), (10, 50)):
+        write_run(tmp_path, f"{opt}{lr}{z}", optimizer=opt, lr=lr, latent_dim=z,
+                  val_recon_mse=0.1 * (1 + (opt == "rmsprop")) * (1 + 0.5 * (lr == 1e-2)) * (1 + 0.01 * (z == 50))
+                  * (1.003 if (opt, lr, z) == ("adam", 1e-3, 10) else 1))
+    df = table(tmp_path)
+    result = agg.sensitivity(agg.successful(df, "val_recon_mse"), "val_recon_mse")
+    assert result.residual_df == 1 and not result.tested
+    assert result.table["p"].isna().all() and result.table["partial_eta_sq"].drop("Residual").notna().all()
+    agg.main([str(tmp_path)])
+    report = (tmp_path / "aggregate" / "report.md").read_text()
+    anova = table_with(report, "partial η²")
+    assert set(anova["p"]) == {"—"} and set(anova["F"]) == {"—"}
+    assert "No F test and no p-value: the residual has 1 degree of freedom" in report
+    assert "p = " not in report.split("### What explains")[1].split("### Failures")[0]
+
+
+def test_the_best_configuration_is_flagged_when_it_hit_the_epoch_limit_still_improving(tmp_path):
+    config = {"trainer": {"max_epochs": 15}, "model": {"hidden_dims": [256]}}
+    write_run(tmp_path, "best", val_recon_mse=0.05, epochs_run=15, converged=False, stop_reason="max_epochs",
+              still_improving=True, config=config)
+    write_run(tmp_path, "other", lr=1e-2, val_recon_mse=0.2, epochs_run=6, config=config)
+    agg.main([str(tmp_path)])
+    report = (tmp_path / "aggregate" / "report.md").read_text()
+    flag = "hit the epoch limit (15 of 15 epochs), still improving at its last epoch"
+    assert f"**⚠ The best configuration {flag}:**" in report
+    assert table_with(report, "best configuration")["best configuration"].tolist() == [
+        f"adam, lr 1e-3, latent 10 ⚠ {flag}"]
+
+
+def test_the_held_out_likelihood_is_reported_and_can_be_the_metric(tmp_path):
+    for lr, nll, ppca in ((1e-3, -1.20, -1.10), (1e-2, -0.90, -1.10)):
+        write_run(tmp_path, f"r{lr}", schema=2, lr=lr, recon_vs_mean=0.4, collapsed=False, val_nll_is=nll,
+                  baseline_ppca_nll=ppca, nll_vs_ppca=nll - ppca, kl_units_90=7)
+    write_run(tmp_path, "old", schema=2, lr=1e-4, recon_vs_mean=0.5, collapsed=False)  # written before the field
+    df = table(tmp_path)
+    learned = agg.learning(df).set_index("model")
+    assert learned.loc["vae", ["best val_nll_is", "baseline_ppca_nll there", "share beating PPCA (nll_vs_ppca < 0)",
+                               "median kl_units_90"]].tolist() == pytest.approx([-1.2, -1.1, 0.5, 7])
+    agg.main([str(tmp_path), "--metric", "val_nll_is", "--out", str(tmp_path / "nll")])
+    report = (tmp_path / "nll" / "report.md").read_text()
+    assert "Metric: `val_nll_is` (lower is better)" in report
+    assert table_with(report, "best configuration")["best val_nll_is"].tolist() == ["-1.2"]
+    for metric in ("val_nll_is", "nll_vs_ppca"):  # log-likelihoods: a linear scale, whatever their sign
+        fig = agg.plot_model(agg.cells(df, metric), agg.levels(df), "vae", metric)
+        assert "linear scale: a log-likelihood" in colour_bar_label(fig)
+        agg.plt.close(fig)
+    fig = agg.plot_model(agg.cells(df, "nll_vs_ppca"), agg.levels(df), "vae", "nll_vs_ppca")
+    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    assert any(list(line.get_ydata()) == [0.0, 0.0] for line in bar.get_lines())  # 0 = probabilistic PCA
+    agg.plt.close(fig)
+
+
+def test_latent_scores_are_led_by_the_balanced_probe_accuracy(tmp_path):
+    # Tumour / normal at 1104 / 114: k-means' ARI is near 0 where a linear probe separates them.
+    for lr, ari, probe in ((1e-3, 0.04, 0.99), (1e-2, 0.21, 0.97), (1e-4, 0.10, 0.98)):
+        write_run(tmp_path, f"r{lr}", schema=2, lr=lr, recon_vs_mean=0.4, latent_ari=ari, latent_nmi=ari,
+                  latent_probe_balanced_accuracy=probe, latent_ari_untrained=0.0, latent_ari_pca=0.05,
+                  latent_probe_balanced_accuracy_untrained=0.8, latent_probe_balanced_accuracy_pca=0.95)
+    df = table(tmp_path)
+    assert agg.latent_against_references(df)["latent score"].tolist() == ["latent_probe_balanced_accuracy", "latent_ari"]
+    assert agg.recon_vs_latent(df)["latent metric"].drop_duplicates().tolist() == [
+        "latent_probe_balanced_accuracy", "latent_ari", "latent_nmi"]

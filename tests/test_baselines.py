@@ -92,6 +92,10 @@ def test_collapse_rule():
     collapsed, why = baselines.collapse(0.6, 0)
     assert collapsed and "no active latent unit" in why
     assert baselines.collapse(None, None) == (False, None)  # nothing measured, nothing claimed
+    # with the dims that carry the KL: how many, or that none does
+    assert baselines.collapse(0.99, 3, 5, 20)[1].endswith("90 % of the KL in 5 of 20 latent dims")
+    assert "no latent dim carries information" in baselines.collapse(0.99, 0, 0, 20)[1]
+    assert baselines.collapse(0.5, 10, 8, 20) == (False, None)  # a run that learned gets no reason
 
 
 def test_a_collapsed_run_is_marked(tmp_path):

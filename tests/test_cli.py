@@ -72,7 +72,7 @@ def test_flags_that_exclude_each_other_are_one_line(tmp_path):
 def test_a_misspelt_key_in_a_sweep_is_one_line_without_hydras_plus_hint(tmp_path):
     proc = run_cli("-m", "latnt_dim=5", "seed=0,1", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "vaebench: error: Could not override 'latnt_dim'.; Key 'latnt_dim' not in 'Config'"]
+        "vaebench: error: Could not override 'latnt_dim'.; Key 'latnt_dim' not in 'Config': did you mean latent_dim?"]
     assert not (tmp_path / "sweep").exists()
 
 
@@ -170,6 +170,45 @@ def test_a_bad_swept_value_says_why_in_one_line(override, says):
     assert one_line(caught.value).endswith(says) and "\n" not in one_line(caught.value)
 
 
+@pytest.mark.parametrize("override, fix", [
+    ("latnt_dim=5", "did you mean latent_dim?"),  # issue 22: the README promised it; Hydra's message has none
+    ("trainer.max_epoch=3", "did you mean trainer.max_epochs?"),
+    ("max_epochs=3", "did you mean trainer.max_epochs?"),  # a nested key typed without its group
+    ("model.hiden_dims=[3]", "did you mean model.hidden_dims?"),
+    ("optimizer.momentum=0.9", "optimizer.momentum is a setting of optimizer=rmsprop and optimizer=sgd only"),
+    ("lr=abc", "lr takes a number, e.g. lr=1e-3"),  # the plain override form, not only +lr=abc
+    ("latent_dim=2.5", "latent_dim takes a whole number, e.g. latent_dim=20"),
+    ("trainer.compile=maybe", "trainer.compile takes true or false"),
+    ("trainer.stopping=patiense", "did you mean trainer.stopping=patience?"),
+    ("model=vea", "did you mean model=vae?"),
+    ("data=tabel", "did you mean data=table?"),
+])
+def test_every_composition_error_names_its_fix(override, fix):
+    from vaebench.hints import with_fix
+
+    with pytest.raises(HydraException) as caught:
+        make_config(override)
+    message = with_fix(one_line(caught.value))
+    assert message.endswith(fix) or f": {fix}" in message, message
+
+
+def test_a_launcher_or_sweeper_whose_plugin_is_missing_names_the_extra():
+    from vaebench.hints import fix_for
+
+    # What Hydra says without hydra-submitit-launcher (our preset's defaults name its config) or the Optuna sweeper.
+    assert fix_for("In 'hydra/launcher/slurm_cpu': Could not load 'hydra/launcher/submitit_slurm'.") == (
+        'hydra/launcher=submitit_slurm needs its Hydra plugin: pip install -e ".[cluster]" (from the clone)')
+    assert fix_for("In 'hydra/config': Could not find 'hydra/sweeper/optuna'; Available options in "
+                   "'hydra/sweeper': basic").endswith('pip install -e ".[optuna]" (from the clone)')
+
+
+def test_a_mistyped_key_costs_one_line_with_the_fix_through_the_command(tmp_path):
+    proc = run_cli("lr=abc", *TINY, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "vaebench: error: Error merging override lr=abc; Value 'abc' of type 'str' could not be converted to Float: "
+        "lr takes a number, e.g. lr=1e-3"]
+
+
 def test_help_lists_the_users_groups_not_the_internal_schemas():
     """Issue 16: `vaebench --help` listed schema/model, schema/data, ... beside model, data, ..."""
     register_configs()
@@ -178,6 +217,9 @@ def test_help_lists_the_users_groups_not_the_internal_schemas():
     help_text = cfg.hydra.help.template  # resolved as Hydra does before filling in $CONFIG
     assert "model: infovae, iwae, logcosh, vae" in help_text and "optimizer: adam, rmsprop, sgd" in help_text
     assert "schema" not in help_text and "hydra/" not in help_text
+    # Issue 22: the keys with their meaning (--cfg job lists them bare).
+    assert "data.rank=12  # dimension of the hidden biological programme" in help_text
+    assert "data.noise=0.35  # gene-specific noise" in help_text and "lr=1e-3  # learning rate" in help_text
 
 
 def test_a_sweep_announces_how_many_of_its_jobs_already_finished(tmp_path):

@@ -1,5 +1,5 @@
 """Data from files: every format, the preparation steps, the cache, and a clear refusal of each bad input.
-Every test writes its own small files under tmp_path; test_data_real.py uses the TCGA files in ../shared."""
+Every test writes its own small files under tmp_path; test_data_real.py reads real TCGA files from $VAEBENCH_REAL_DATA."""
 
 from __future__ import annotations
 
@@ -351,6 +351,17 @@ def test_cache_hit_memory_maps_without_reading_the_file(tmp_path, monkeypatch):
     second = load_dataset(table(tmp_path, path))
     assert isinstance(second.x, np.memmap) and np.array_equal(second.x, np.asarray(first.x))
     assert (second.fingerprint, second.preprocessing) == (first.fingerprint, first.preprocessing)
+
+
+def test_the_split_keys_reuse_the_cache_entry(tmp_path):
+    """Issue 22: data.test_fraction=0.2 on the same file and preparation wrote a second entry of the same
+    fingerprint; the split's keys choose rows of the prepared matrix after the cache."""
+    path = write_table(tmp_path / "m.tsv", rng_matrix(20, 5))
+    first = load_dataset(table(tmp_path, path))
+    entries = cache_entries(tmp_path)
+    for options in ({"test_fraction": 0.2}, {"split_seed": 3}):
+        assert load_dataset(table(tmp_path, path, **options)).fingerprint == first.fingerprint
+        assert cache_entries(tmp_path) == entries
 
 
 def test_changed_file_or_setting_makes_a_new_entry(tmp_path):

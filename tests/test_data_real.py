@@ -1,19 +1,29 @@
-"""Real TCGA matrices from shared/data beside the repository (see its README); skipped where absent."""
+"""Real TCGA matrices, from the directory the environment variable VAEBENCH_REAL_DATA names (the files below,
+outside the repository); skipped, with the reason, where it is not set or lacks them:
+
+    VAEBENCH_REAL_DATA=/path/to/data .venv/bin/pytest tests/test_data_real.py
+"""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO
 from vaebench.data import load_dataset
 from vaebench.data.config import TableDataConfig, XenaDataConfig
 from vaebench.errors import UserError
 
-SHARED = REPO.parent / "shared" / "data"
+ENV = "VAEBENCH_REAL_DATA"
+SHARED = Path(os.environ.get(ENV) or "/nonexistent")
 PAIRED, BRCA = "tcga11_paired_metagsca", "tcga_brca_gsalightning"
-pytestmark = pytest.mark.skipif(not (SHARED / f"{PAIRED}.xena.tsv.gz").is_file(),
-                                reason=f"the real TCGA files are not there ({SHARED}); they live outside the repo")
+FILES = [f"{PAIRED}.tsv.gz", f"{PAIRED}.xena.tsv.gz", f"{PAIRED}.labels.tsv", f"{BRCA}.tsv.gz", f"{BRCA}.labels.tsv"]
+pytestmark = pytest.mark.skipif(
+    not all((SHARED / f).is_file() for f in FILES),
+    reason=(f"set {ENV} to a directory with the real TCGA files ({', '.join(FILES)})" if not os.environ.get(ENV)
+            else f"{ENV}={SHARED} lacks some of {', '.join(FILES)}"))
 
 
 def test_table_and_xena_layouts_of_the_same_data_prepare_the_same_matrix(tmp_path):

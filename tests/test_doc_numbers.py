@@ -55,7 +55,7 @@ def test_each_passage_reads_the_demo(tmp_path):
     text = {name: write(demo) for name, write in doc_numbers.PASSAGES.items()}
     assert text["demo_learned"].startswith("under the study's objective 16 of 16 runs are `collapsed` (median 1.")
     assert "under the default objective 16 of 16 beat it" in text["demo_learned"]
-    assert text["vae_figure"].startswith("8 of 8 runs are marked collapsed (a bar across the dot). Adam at lr 1e-3, "
+    assert text["vae_figure"].startswith("8 of 8 runs are marked collapsed (a bar through the dot). Adam at lr 1e-3, "
                                          "latent 10 is the best cell (1.000x the mean predictor); SGD is the worst "
                                          "at every learning rate (1.212–1.576)")
     assert "SGD trains longest (mean 20.0 epochs, against 5.0 for Adam)" in text["vae_figure"]

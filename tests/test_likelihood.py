@@ -248,7 +248,8 @@ def test_units_carrying_ninety_percent_of_the_kl():
     # a dim that carries most and many that carry a little: 3 + 7 x 0.12 = 3.84 >= 0.9 x 4.2, 3 + 6 x 0.12 is not
     assert units_carrying(torch.tensor([3.0] + [0.12] * 10, dtype=F64)) == 8
     assert units_carrying(torch.zeros(4)) == 0
-    assert units_carrying(torch.tensor([0.7])) == 1
+    assert units_carrying(torch.tensor([1.7])) == 1
+    assert units_carrying(torch.full((20,), 0.0067)) == 0  # 0.13 nats spread over 20 dims: nothing carried
 
 
 @pytest.mark.parametrize("n_train,want", [(1084, 108), (9900, 990), (50000, 1000), (15, 2), (3, 2)])

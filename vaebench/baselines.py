@@ -35,6 +35,8 @@ COLLAPSED_RATIO = 0.98  # recon_vs_mean at or above this: no better than the mea
 # kl_units_90: the dims that carry this share of the KL. Active units count every dim whose posterior mean
 # varies, which under a weak decoder includes dims carrying 0.02-0.07 nats: the KL share counts information.
 KL_SHARE = 0.9
+KL_NONE = 1.0  # nats per sample: below this the posterior carries too little to tell three groups apart (log 3),
+# so no dim counts as carrying information (its 90 % would be spread over noise-level dims)
 
 _cache: dict[tuple, Any] = {}
 
@@ -113,9 +115,9 @@ def _rows(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
 
 
 def units_carrying(kl: torch.Tensor, share: float = KL_SHARE) -> int:
-    """The fewest latent dims whose KL adds up to `share` of the total (0 when there is no KL at all)."""
+    """The fewest latent dims whose KL adds up to `share` of the total (0 when the total is below KL_NONE)."""
     total = float(kl.sum())
-    if total <= 0:
+    if total < KL_NONE:
         return 0
     cumulative = torch.cumsum(torch.sort(kl, descending=True).values, 0)
     return int((cumulative < share * total).sum()) + 1
@@ -139,7 +141,9 @@ def collapse(recon_vs_mean: Optional[float], active_units: Optional[int],
         reasons.append(f"reconstruction {recon_vs_mean:.2f}x the per-gene-mean predictor")
     if active_units == 0:
         reasons.append("no active latent unit (posterior collapse)")
-    if reasons and kl_units is not None and latent_dim is not None:
+    if reasons and kl_units == 0:
+        reasons.append(f"no latent dim carries information (KL < {KL_NONE:g} nat per sample)")
+    elif reasons and kl_units is not None and latent_dim is not None:
         reasons.append(f"90 % of the KL in {kl_units} of {latent_dim} latent dims")
     return bool(reasons), ("; ".join(reasons) or None)
 

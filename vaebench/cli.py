@@ -22,11 +22,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vaebench.claim import CLAIM_FILE, SLOTS_DIR, claimed
-from vaebench import cluster, launcher, sweep
+from vaebench import cluster, sweep
 from vaebench.config import register_configs
 from vaebench.errors import UserError
-from vaebench.launcher import NOT_WRITTEN, cannot_write
 from vaebench.results import F, METRICS_FILE, RESULT_FILE
+from vaebench.search import FailedRun, objective_value
 from vaebench.sweep import job_dirname, report_job, report_not_run
 
 log = logging.getLogger("vaebench")
@@ -51,6 +51,26 @@ def config_groups() -> str:
         if group.is_dir() and group.name != "hydra" and options:
             lines.append(f"{group.name}: {', '.join(options)}")
     return "\n".join(lines)
+
+
+def key_meanings() -> str:
+    """Every key of the default configuration with the comment its YAML file gives it, for `vaebench --help`:
+    `--cfg job` prints keys and values only (data.rank, data.noise) and Hydra's help no meanings at all."""
+    import re
+
+    conf = Path(conf_dir())
+    top = (conf / "config.yaml").read_text()
+    chosen = re.findall(r"^\s+-\s+(\w+):\s*(\w+)", top.split("\nhydra:")[0], re.M)  # the defaults list: group: option
+    files = [("", top.split("\nhydra:")[0])] + [
+        (f"{group}.", (conf / group / f"{option}.yaml").read_text()) for group, option in chosen
+        if (conf / group / f"{option}.yaml").is_file()]
+    lines = []
+    for prefix, text in files:
+        for key, value, meaning in re.findall(r"^(\w+):[ \t]*([^#\n]*?)[ \t]*(?:#[ \t]*(.*))?$", text, re.M):
+            if key in ("defaults", "name", "hydra") or (prefix == "" and not value):
+                continue
+            lines.append(f"{prefix}{key}={value}" + (f"  # {meaning}" if meaning else ""))
+    return "\n".join(lines).replace("$", "$$")  # Hydra fills the help template with string.Template
 
 
 def parallel_jobs(device: str = "auto", per_gpu: Optional[int] = None) -> int:
@@ -95,9 +115,8 @@ def threads_per_job() -> int:
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def _task(cfg: DictConfig) -> Optional[float]:
-    from vaebench.artifacts import where
-    from vaebench.device import DeviceFailed, broken
-    from vaebench.task import run  # the loop, data and scoring: only when a job runs
+    from vaebench.artifact_files import where
+    from vaebench.resume import already_finished
 
     global device_failed
 
@@ -109,6 +128,19 @@ def _task(cfg: DictConfig) -> Optional[float]:
     elif interactive:  # the progress bar replaces the epoch lines
         quiet_console(lambda r: r.name == "vaebench.epochs")
     out_dir = Path(hc.runtime.output_dir)
+    try:  # a bad value, or a resumed job already finished: without torch, data or the training loop
+        skipped = already_finished(cfg, out_dir, multirun)
+    except UserError as e:
+        refuse(e, out_dir, multirun)
+    if skipped is not None:
+        logging.getLogger("vaebench.resume").info("skipped: %s already holds a finished result (status %s)", out_dir,
+                                                  skipped[F.status])  # run.log's line, as the task's
+        print(report_job(Path(hc.sweep.dir), skipped) if multirun else where(out_dir), flush=True)
+        return objective_value(skipped)
+
+    from vaebench.device import DeviceFailed, broken
+    from vaebench.task import run  # the loop, data and scoring: only when a job runs
+
     slot_dir = Path(hc.sweep.dir) / SLOTS_DIR if multirun else None  # each worker keeps one GPU slot
     try:
         with claimed(out_dir):  # a second sweep into the same directory waits here, then skips the finished job
@@ -116,20 +148,17 @@ def _task(cfg: DictConfig) -> Optional[float]:
                          multirun=multirun)
     except DeviceFailed as e:  # an earlier job broke this worker's device: this one wrote nothing, a rerun runs it
         print(report_not_run(Path(hc.sweep.dir), " ".join(hc.overrides.task), str(e)), flush=True)
-        return None
+        return FailedRun(f"not run: {e}")
     except UserError as e:
-        print(f"vaebench: error: {e}", file=sys.stderr)
-        quiet_console(lambda r: True)  # the line above is the terminal's copy; run.log gets the record
-        log.error("%s", e)
-        if not multirun:
-            remove_refused_run(out_dir)
-        sys.exit(2)
+        refuse(e, out_dir, multirun)
     except OSError as e:  # result.json, metrics.csv, model.pt, latent.csv: a read-only directory or a full disk
         if not multirun:
             where = f": {e.filename}" if e.filename else ""
             print(f"vaebench: error: cannot write the run's output in {out_dir} ({e.strerror or e}{where}); "
                   f"make room or fix it, or choose another hydra.run.dir, and rerun", file=sys.stderr)
             sys.exit(2)
+        from vaebench.launcher import NOT_WRITTEN, cannot_write
+
         print(cannot_write(" ".join(hc.overrides.task), e), file=sys.stderr, flush=True)
         return NOT_WRITTEN
     failure = broken() if result.get(F.device_failed) else None
@@ -140,7 +169,17 @@ def _task(cfg: DictConfig) -> Optional[float]:
             print(f"vaebench: error: {failure}: rerun the command to retry the run", file=sys.stderr, flush=True)
             device_failed = True
         print(where(out_dir), flush=True)  # the last line: where the result and the artifacts are
-    return result.get(F.val_recon_mse)  # the value a Hydra optimizing sweeper minimises
+    return objective_value(result)  # what a Hydra optimizing sweeper minimises; a failed run is a failed trial
+
+
+def refuse(e: UserError, out_dir: Path, multirun: bool) -> None:
+    """A user's mistake: one line, exit status 2, and no folder left by a single run."""
+    print(f"vaebench: error: {e}", file=sys.stderr)
+    quiet_console(lambda r: True)  # the line above is the terminal's copy; run.log gets the record
+    log.error("%s", e)
+    if not multirun:
+        remove_refused_run(out_dir)
+    sys.exit(2)
 
 
 def remove_refused_run(out_dir: Path) -> None:
@@ -169,6 +208,7 @@ def quiet_console(drop: Callable[[logging.LogRecord], bool]) -> None:
 # their own directory name (hydra.sweep.subdir) there.
 OmegaConf.register_new_resolver("vaebench.parallel_jobs", parallel_jobs, replace=True)
 OmegaConf.register_new_resolver("vaebench.config_groups", config_groups, replace=True)
+OmegaConf.register_new_resolver("vaebench.key_meanings", key_meanings, replace=True)
 OmegaConf.register_new_resolver("vaebench.gpus", gpus, replace=True)
 OmegaConf.register_new_resolver("vaebench.job_dirname", job_dirname, replace=True)
 
@@ -227,8 +267,8 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    register_configs()
-    launcher.install()
+    register_configs()  # the launcher's guard (vaebench.launcher, which imports joblib) is installed by the
+    # sweep's callback, when a sweep starts: --help, --cfg and a typo import neither joblib nor torch
     stop_on_signals()
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises a bad override instead of printing it over several lines
@@ -237,7 +277,9 @@ def main() -> None:
     except (HydraException, OmegaConfBaseException) as e:  # unknown key, wrong type, missing option
         if wants_traceback:
             raise
-        print(f"vaebench: error: {sweep.one_line(e)}", file=sys.stderr)
+        from vaebench.hints import with_fix
+
+        print(f"vaebench: error: {with_fix(sweep.one_line(e))}", file=sys.stderr)
         sys.exit(2)
     except ValueError as e:  # Hydra's command-line flags that exclude each other (-m with --cfg)
         if not str(e).startswith("Only one of"):
@@ -255,11 +297,13 @@ def main() -> None:
         if e.code == 1:
             sys.exit(2)
         raise
-    for line in launcher.dead_jobs:  # a worker process died under the job (kill -9, the out-of-memory killer)
+    launcher = sys.modules.get("vaebench.launcher")  # imported only by a sweep
+    dead_jobs = launcher.dead_jobs if launcher is not None else []
+    for line in dead_jobs:  # a worker process died under the job (kill -9, the out-of-memory killer)
         print(line, file=sys.stderr, flush=True)
-    if launcher.unwritable_jobs or cluster.unfinished_jobs:  # each said why in its own line; so does the exit status
+    if (launcher is not None and launcher.unwritable_jobs) or cluster.unfinished_jobs:  # each said why in its own line; so does the exit status
         sys.exit(2)
-    if device_failed or sweep.failed_devices or launcher.dead_jobs:  # said in one line per device, per dead job
+    if device_failed or sweep.failed_devices or dead_jobs:  # said in one line per device, per dead job
         sys.exit(1)
 
 

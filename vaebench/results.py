@@ -107,7 +107,7 @@ class Result:
                                                     "rows with variance > 0.01 (Burda et al. 2016)")
     kl_units_90: Optional[int] = _metric("higher", "the fewest latent dims that carry 90 % of the KL: the dims "
                                                    "that hold information, where active_units also counts dims that "
-                                                   "only wiggle")
+                                                   "only wiggle; 0 when the whole KL is below 1 nat per sample")
     val_kl: Optional[float] = _metric("higher", "KL(q(z|x) || p(z)) per sample in nats, summed over latent dims")
     kl_per_dim: Optional[list] = _info("KL per latent dim in nats, mean over validation rows")
     collapsed: Optional[bool] = _info("recon_vs_mean >= 0.98 or no active unit: the model did not learn")
@@ -297,5 +297,8 @@ def describe(result: dict[str, Any], status: Optional[str] = None) -> str:
     mse = "" if r.val_recon_mse is None else f" val_mse={r.val_recon_mse:.4g}"
     vs_mean = "" if r.recon_vs_mean is None else f" ({r.recon_vs_mean:.2f}x mean predictor)"
     collapsed = f" COLLAPSED: {r.collapse_reason}" if r.collapsed else ""
+    # A failed run names the epoch it failed in (its failed_epoch), not the epochs it completed: "oom epochs=0"
+    # read as a contradiction of the result's failed_epoch 1.
+    epochs = f" in epoch {r.failed_epoch}" if r.failed_epoch else f" epochs={r.epochs_run}"
     return (f"{r.model} {r.optimizer} lr={r.lr:g} latent={r.latent_dim} seed={r.seed} -> {status or r.status}"
-            f"{mse}{vs_mean} epochs={r.epochs_run} ({r.wall_time_s or 0:.1f} s){collapsed}")
+            f"{mse}{vs_mean}{epochs} ({r.wall_time_s or 0:.1f} s){collapsed}")

@@ -35,7 +35,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vaebench.config import validate
 from vaebench.errors import UserError
-from vaebench.precheck import checked_data, require_latent_size
 from vaebench.results import F, FINISHED, describe, read_result
 
 log = logging.getLogger("vaebench.sweep")
@@ -110,16 +109,25 @@ def devices_seen_here(launcher: DictConfig) -> bool:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from vaebench import launcher
+
+        launcher.install()  # before the launcher runs: its per-job guard (imports joblib: here, not at start-up)
         jobs = job_overrides(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
         if jobs:
             try:
                 typed = [validate(compose(config_name=kwargs.get("config_name") or "config", overrides=overrides))
                          for overrides in distinct_value_jobs(jobs)]
-                from vaebench.device import check_device  # a sweep's check of cuda:N
+                from vaebench.resume import device_type_without_torch
 
-                if devices_seen_here(config.hydra.launcher):  # cuda:N past the GPUs: before any job
-                    for device in sorted({cfg.device for cfg in typed}):
+                # cuda:N past the GPUs: before any job. A device certain to be the CPU needs no check (nor torch).
+                gpus = sorted({cfg.device for cfg in typed if device_type_without_torch(cfg.device) != "cpu"})
+                if gpus and devices_seen_here(config.hydra.launcher):
+                    from vaebench.device import check_device  # a sweep's check of cuda:N
+
+                    for device in gpus:
                         check_device(device)
+                from vaebench.precheck import checked_data, require_latent_size  # numpy and the data: when a sweep starts
+
                 shapes: dict[tuple, tuple[int, int]] = {}
                 for cfg in typed:  # each distinct data set and batch setting once: a bad file stops the sweep here
                     key = (repr(cfg.data), cfg.trainer.val_fraction, cfg.trainer.batch_size, cfg.trainer.drop_last)
@@ -129,11 +137,20 @@ class SweepCallback(Callback):
                     require_latent_size(cfg.latent_dim, *shapes[key])  # every swept latent_dim, not the first one
             except (UserError, HydraException, OmegaConfBaseException) as e:
                 # Hydra turns a callback's exception into a warning and goes on; a bad value must stop here.
-                print(f"vaebench: error: {one_line(e)}", file=sys.stderr)
+                from vaebench.hints import with_fix
+
+                print(f"vaebench: error: {with_fix(one_line(e))}", file=sys.stderr)
                 raise SystemExit(2) from None
         global current_dir
         sweep_dir = current_dir = Path(config.hydra.sweep.dir)
-        invocation = {"id": uuid.uuid4().hex[:12], "jobs": len(jobs) if jobs else None, "started": time.time()}
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")):  # optuna resets its logger to INFO on import
+            import optuna
+
+            optuna.logging.set_verbosity(logging.WARNING)  # "A new study created in memory", in colour: noise here
+        # An optimizing sweeper (Optuna) runs n_trials trials, whatever its choice(...) values expand to.
+        trials = config.hydra.sweeper.get("n_trials")
+        total = int(trials) if trials else (len(jobs) if jobs else None)
+        invocation = {"id": uuid.uuid4().hex[:12], "jobs": total, "started": time.time()}
         os.environ[INVOCATION_ENV] = json.dumps(invocation)
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -145,8 +162,11 @@ class SweepCallback(Callback):
                   f"make it writable (or make room) and rerun the same command to resume, or choose another "
                   f"hydra.sweep.dir", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
-        if jobs:
+        if jobs and not trials:
             log.info("%s", announce(len(jobs), sweep_dir, bool(config.get("resume", True))))
+        elif total:
+            log.info("search: %d trials into %s (%s)", total,
+                     sweep_dir, str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1] or "sweeper")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -174,9 +194,10 @@ def job_counts(total: Optional[int], recorded: int) -> Counter:
     """The jobs of this invocation that left no line in the progress file, by why: each said so in its own line
     (an output it could not write, a cluster job that ended without a result); the rest finished, but the
     progress file could not take their line (a full disk)."""
-    from vaebench import cluster, launcher
+    from vaebench import cluster
 
-    counts = Counter({"not written": launcher.unwritable_jobs, "no result": cluster.unfinished_jobs})
+    launcher = sys.modules.get("vaebench.launcher")  # imported only by a joblib sweep
+    counts = Counter({"not written": launcher.unwritable_jobs if launcher else 0, "no result": cluster.unfinished_jobs})
     if total and recorded + sum(counts.values()) < total:
         counts["unrecorded (the progress file could not be written)"] = total - recorded - sum(counts.values())
     return +counts  # the zero counts dropped

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from vaebench.aggregate.collect import (EXPERIMENT, Scan, cells, experiments, levels, numeric_fields, read_runs,
-                                        successful)
+                                        runs_context, successful)
 from vaebench.aggregate.plots import plot_model, plot_overview, save
 from vaebench.aggregate.report import md_table, rho_table, sensitivities, summary, write_index, write_report
-from vaebench.aggregate.stats import RECON, has_baselines, learning, recon_vs_latent
+from vaebench.aggregate.stats import RECON, has_baselines, learning, learning_total, recon_vs_latent
 from vaebench.errors import UserError
 from vaebench.results import F, RESULT_FILE
 
@@ -96,12 +96,14 @@ def report_one(scanned: Scan, df: pd.DataFrame, dropped: int, metric: str, paths
     embed = next((f for f in formats if f in ("png", "svg")), None)  # Markdown cannot show a PDF inline
     figures: dict[str, Optional[str]] = {}
     written = []
+    context = runs_context(df)  # every title says which objective and data set it shows
     for model in lvl[F.model]:
-        written += save(plot_model(all_cells[all_cells[F.model] == model], lvl, model, metric), out,
+        written += save(plot_model(all_cells[all_cells[F.model] == model], lvl, model, metric, context), out,
                         f"dotplot_{model}", formats)
         figures[model] = f"dotplot_{model}.{embed or formats[0]}"
-    written += save(plot_overview(all_cells, lvl, metric), out, "overview", formats)
-    figures["overview"] = f"overview.{embed or formats[0]}"
+    if len(lvl[F.model]) > 1:  # with one model the overview would repeat its figure
+        written += save(plot_overview(all_cells, lvl, metric, context), out, "overview", formats)
+        figures["overview"] = f"overview.{embed or formats[0]}"
     anovas = sensitivities(df, metric, lvl[F.model])
     table = summary(df, all_cells, metric, lvl, anovas)
     corr = recon_vs_latent(df)
@@ -109,6 +111,7 @@ def report_one(scanned: Scan, df: pd.DataFrame, dropped: int, metric: str, paths
 
     if has_baselines(df):
         print(f"Did the models learn? ({F.recon_vs_mean}: 1 = the mean predictor; details in report.md)")
+        print(learning_total(df))
         print(md_table(learning(df)) + "\n")
     print(md_table(table))
     if not corr.empty:

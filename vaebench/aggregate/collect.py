@@ -226,8 +226,24 @@ def other_settings_that_vary(df: pd.DataFrame) -> list[str]:
     settings = _settings(df, config)
     varying = set()
     for _, group in settings.groupby([df[F.model], df[F.optimizer]]):
-        varying.update(c for c in config if group[c].nunique() > 1)
+        varying.update(c for c in config if group[c].nunique() > 1 and not inert(group, c))
     return sorted(varying)
+
+
+# A key that does nothing under another key's value: trainer.patience under the study's stopping rule,
+# trainer.rel_tol under patience. Runs that differ only in such a key computed the same thing.
+INERT = {"config.trainer.patience": ("config.trainer.stopping", "study"),
+         "config.trainer.rel_tol": ("config.trainer.stopping", "patience")}
+
+
+def inert(group: pd.DataFrame, column: str) -> bool:
+    """Whether `column` does nothing in every run of the group (INERT)."""
+    if column not in INERT:
+        return False
+    control, value = INERT[column]
+    if control not in group:
+        return False
+    return bool(group[control].astype(str).str.removeprefix("Stopping.").eq(value).all())
 
 
 @dataclass
@@ -291,3 +307,57 @@ def levels(df: pd.DataFrame) -> dict[str, list]:
     return {"model": _ordered(df[F.model], MODEL_ORDER), "optimizer": _ordered(df[F.optimizer], OPTIMIZER_ORDER),
             "lr": sorted(df[F.lr].unique()), "latent_dim": sorted(df[F.latent_dim].unique())}
 
+
+
+def _values(df: pd.DataFrame, column: str) -> list[str]:
+    """The distinct non-null values of a column as text, in table order; none when the column is absent."""
+    if column not in df:
+        return []
+    return [str(v) for v in dict.fromkeys(df[column].dropna())]
+
+
+def objective_text(df: pd.DataFrame) -> str:
+    """The objective the runs trained under, named as the `objective` config group names it (calibrated,
+    elbo_fixed, paper), from the loss mode and the decoder's variance their configs recorded."""
+    modes = _values(df, "config.model.loss_mode") or _values(df, "loss_mode")
+    if not modes:
+        return ""
+    variances = _values(df, "config.model.decoder_variance")
+    likelihoods = [v for v in _values(df, "config.model.likelihood") if v != "gaussian"]
+    names = []
+    for mode in modes:
+        if mode != "elbo":
+            names.append(mode)
+        elif likelihoods:
+            names.append(f"elbo ({' / '.join(likelihoods)})")
+        else:
+            names += [{"gene": "calibrated", "shared": "calibrated (one shared variance)"}.get(v, "elbo_fixed")
+                      for v in (variances or ["fixed"])]
+    return "objective " + " / ".join(dict.fromkeys(names))
+
+
+def data_text(df: pd.DataFrame) -> str:
+    """The data set in a few words: its source, the file (or cohort) and the matrix's samples x genes."""
+    names = _values(df, "config.data.name")
+    if not names:
+        return ""
+    what = " / ".join(names)
+    files = [Path(p).name for p in _values(df, "config.data.path")] or _values(df, "config.data.cohort")
+    if files:
+        what += " " + " / ".join(files)
+    rows = sum(pd.to_numeric(df[c], errors="coerce").fillna(0) for c in (F.n_train, F.n_val, F.n_test) if c in df)
+    genes = pd.to_numeric(df[F.n_features], errors="coerce") if F.n_features in df else None
+    if genes is not None and isinstance(rows, pd.Series):
+        shapes = [f"{int(r):,} x {int(g):,}" for r, g in dict.fromkeys(zip(rows, genes)) if r > 0 and np.isfinite(g)]
+        if len(shapes) == 1:
+            what += f" ({shapes[0]})"
+    elif names == ["synthetic"]:
+        n, g = _values(df, "config.data.n_samples"), _values(df, "config.data.n_genes")
+        if len(n) == 1 and len(g) == 1:
+            what += f" ({int(float(n[0])):,} x {int(float(g[0])):,})"
+    return f"data {what}"
+
+
+def runs_context(df: pd.DataFrame) -> str:
+    """What a figure's title and a report's head say the runs were: objective and data set."""
+    return ", ".join(t for t in (objective_text(df), data_text(df)) if t)

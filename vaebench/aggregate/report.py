@@ -11,13 +11,14 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from vaebench.aggregate.collect import Experiments, Scan, cells, levels, successful
+from vaebench.aggregate.collect import Experiments, Scan, cells, levels, runs_context, successful
 from vaebench.aggregate.fmt import config_text, fmt, fmt_lr, fmt_spread
-from vaebench.aggregate.stats import (LEARNED, MODERATE, RECON, STRONG, WITHIN, best_config, best_on_test,
-                                      direction, factor_effects, failure_rates, has_baselines, has_test,
-                                      held_out_field, is_log_scale, latent_against_references, learning, robustness,
-                                      seed_spread, sensitivity, worse)
-from vaebench.anova import Anova, failure_lines, partial_eta_sq, variation_lines
+from vaebench.aggregate.stats import (LEARNED, MODERATE, REAL_SHARE, RECON, STRONG, WITHIN, analysed_runs,
+                                      best_config, best_on_test, direction, factor_effects, failure_rates,
+                                      has_baselines, has_test, held_out_field, is_collapsed, is_log_scale,
+                                      latent_against_references, learning, learning_total, no_design, robustness, runs_of,
+                                      search_effects, seed_spread, sensitivity, unfinished, worse)
+from vaebench.anova import MIN_RESIDUAL_DF, Anova, failure_lines, p_text, partial_eta_sq, variation_lines
 from vaebench.results import F, FAILED
 
 # The ANOVA terms the summary table shows, one column each: the grid's factors, the interaction that decides
@@ -64,8 +65,10 @@ def figure_link(text: str, path: str) -> str:
 
 
 def sensitivities(df: pd.DataFrame, metric: str, models: Sequence[str]) -> dict[str, Optional[Anova]]:
-    """Each model's ANOVA over its successful runs: fitted once, for the summary table and the model's section."""
-    return {model: sensitivity(successful(df[df[F.model] == model], metric), metric) for model in models}
+    """Each model's ANOVA over its successful runs that learned (analysed_runs): fitted once, for the summary table
+    and the model's section."""
+    return {model: sensitivity(analysed_runs(successful(df[df[F.model] == model], metric)).runs, metric)
+            for model in models}
 
 
 def summary(df: pd.DataFrame, all_cells: pd.DataFrame, metric: str, lvl: dict[str, list],
@@ -83,11 +86,21 @@ def summary(df: pd.DataFrame, all_cells: pd.DataFrame, metric: str, lvl: dict[st
                     if best is not None else math.nan}
         rows.append({"model": model, "runs": len(runs), "ok": int((runs[F.status] == "ok").sum()),
                      "failed": int(runs[F.status].isin(FAILED).sum()),
+                     **({"collapsed": int(((runs[F.status] == "ok") & is_collapsed(runs)).sum())} if F.collapsed in df
+                        else {}),
                      "not converged": int(((runs[F.status] == "ok") & (runs.get(F.converged) != True)).sum()),  # noqa: E712
                      **{f"partial η² {t}": partial_eta_sq(anova, t) for t in SUMMARY_TERMS},
-                     "best configuration": config_text(best) if best is not None else "—",
+                     "best configuration": best_text(runs, best),
                      f"best {metric}": best["mean"] if best is not None else math.nan, **test})
     return pd.DataFrame(rows)
+
+
+def best_text(runs: pd.DataFrame, best: Optional[pd.Series]) -> str:
+    """The best configuration as the summary names it, flagged when its runs had not finished improving."""
+    if best is None:
+        return "—"
+    flag = unfinished(runs_of(runs, best))
+    return config_text(best) + (f" ⚠ {flag}" if flag else "")
 
 
 def rho_table(corr: pd.DataFrame) -> pd.DataFrame:
@@ -126,22 +139,44 @@ def rho_lines(corr: pd.DataFrame) -> list[str]:
 def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, model: str, lvl: dict[str, list],
                   figure: Optional[str], corr: pd.DataFrame, anova: Optional[Anova]) -> list[str]:
     runs = df[df[F.model] == model]
-    ok = successful(runs, metric)
+    apart = analysed_runs(successful(runs, metric))
+    ok = apart.runs  # the runs that learned: what the ANOVA and the seeds' numbers describe
     y_name = f"ln({metric})" if is_log_scale(ok[metric], metric) else metric
     lines = [f"## {model}", ""]
     if figure:
         lines += [figure_link(f"{model}: dot-plot", figure), ""]
 
     lines += [f"### What explains the variation of {y_name}", ""]
-    lines += variation_lines(anova, len(ok), y_name, md_table)
+    if apart.none_learned:
+        lines += [f"**Every one of the {apart.ok} successful runs collapsed** (did not learn): the numbers below rank "
+                  "runs that learned nothing, by how far each stayed from the mean predictor, not settings that work.",
+                  ""]
+    elif apart.collapsed:
+        lines += [f"Over the {len(ok)} successful runs that learned: the {apart.collapsed} that collapsed "
+                  f"({F.collapsed} in their result) are left out here and counted with the failures below, because a "
+                  f"collapsed run's {metric} says only that it did not learn.", ""]
+    why_not = no_design(ok) if len(ok) >= 2 else None
+    if why_not:
+        effects = search_effects(ok, metric)
+        lines += [f"No factorial ANOVA: {why_not}. An ANOVA compares the runs of each level of a factor, and here "
+                  "nearly every level has one run. Instead, how each hyper-parameter's value ranks with "
+                  f"{y_name} over the {len(ok)} runs (Spearman's ρ; a search samples where it expects good values, "
+                  "so these are not the effects of a designed experiment):", "",
+                  md_table(effects.assign(p=[p_text(v) for v in effects["p"]])) if len(effects) else "", ""]
+    else:
+        lines += variation_lines(anova, len(ok), y_name, md_table)
 
-    lines += ["### Failures", ""]
+    collapsed = (runs[F.status] == "ok") & is_collapsed(runs)
+    lines += ["### Failures" + (" and runs that did not learn" if collapsed.any() else ""), ""]
     lines += ["Per optimizer:", "", md_table(failure_rates(runs, "optimizer"), index=True), ""]
     by_lr = failure_rates(runs, "lr")
     by_lr.index = [fmt_lr(v) for v in by_lr.index]
     by_lr.index.name = "lr"
     lines += ["Per learning rate:", "", md_table(by_lr, index=True), ""]
     lines += failure_lines(runs, runs[F.status].isin(FAILED), md_table, fmt_lr)
+    if collapsed.any():  # analysed apart, as the failures are: where do runs end without learning?
+        lines += failure_lines(runs, runs[F.status].isin(FAILED) | collapsed, md_table, fmt_lr,
+                               what="failed or collapsed")
     hit = runs[(runs[F.status] == "ok") & (runs.get(F.converged) != True)]  # noqa: E712
     lines += [f"{len(hit)} of {int((runs['status'] == 'ok').sum())} successful runs hit the epoch limit "
               "without converging.", ""]
@@ -153,10 +188,14 @@ def model_section(df: pd.DataFrame, model_cells: pd.DataFrame, metric: str, mode
     else:
         seeds = int(best["n_ok"])
         bound = best["mean"] + worse(metric) * WITHIN * abs(best["mean"])
+        flag = unfinished(runs_of(runs, best))
         lines += [f"Best: **{config_text(best)}**, {metric} = {fmt(best['mean'])}"
                   + (f" (mean of {seeds} seeds, {fmt_spread(best, y_name != metric)})" if seeds > 1 else "")
-                  + f", {fmt(best['epochs'], 3)} epochs.", "",
-                  f"Configurations within 10 % of the best ({metric} {'<=' if worse(metric) > 0 else '>='} "
+                  + f", {fmt(best['epochs'], 3)} epochs.", ""]
+        if flag:
+            lines += [f"**⚠ The best configuration {flag}:** it had not finished learning, so more epochs "
+                      "(trainer.max_epochs) may lower its value and change the ranking.", ""]
+        lines += [f"Configurations within 10 % of the best ({metric} {'<=' if worse(metric) > 0 else '>='} "
                   f"{fmt(bound)}) with every run successful, per optimizer:", "",
                   md_table(robustness(model_cells, best["mean"], lvl[F.optimizer], metric)), ""]
         if has_test(runs):
@@ -197,14 +236,21 @@ METHOD = """## How the numbers are computed
 From results.csv (one row per run, already de-duplicated), per model:
 
 - Successful runs: `status == ok` and a finite {metric}. y = ln({metric}) when every successful value is positive,
-  else {metric} itself; a latent score (which can be ≤ 0) is always y itself.
+  else {metric} itself; a latent score (which can be ≤ 0) and a log-likelihood are always y itself.
+- Runs that learned: successful runs not marked `collapsed`. The ANOVA and the seeds' numbers use only them (a
+  collapsed run's value says only that it did not learn); the collapsed runs are counted per optimizer and lr
+  and tested like the failures. When every successful run collapsed, they use all of them, and say so.
 - The variation of y: a factorial ANOVA, statsmodels' `ols("y ~ C(optimizer) + C(lr) + C(latent_dim) + their
   two-way interactions + C(seed)")`, type II sums of squares as model comparisons (each term added last to the
   terms that do not contain it; on a full grid the same as `anova_lm(fit, typ=2)`, and right when failures empty
   cells); a factor (or seed) with one level among the successful runs is left out, and so are interactions that
   would leave no residual or that empty cells make inseparable from other terms. Partial η² of a
   term: its sum of squares over (its sum of squares + the residual's). Sums of squares below 1e-10 of the total
-  are rounding and shown as 0. "Matters most": the factor with the largest partial η².
+  are rounding and shown as 0. "Matters most": the factor with the largest partial η². F and p only with at
+  least {min_df} residual degrees of freedom: with fewer, the residual's variance rests on too few runs to test
+  against, and the table shows partial η² alone.
+- The best configuration is flagged (⚠) when a seed of it stopped at `trainer.max_epochs` (stop_reason
+  max_epochs) or was `still_improving` at its last epoch: more epochs may change it.
 - Failure rate: runs whose status is diverged, oom or error, over all runs of that optimizer or learning rate.
   Failure against optimizer x lr: a binomial GLM (logistic) of the failed/run counts per optimizer x lr pair on
   optimizer + lr; its deviance against one rate per pair is G², compared with χ² on (optimizers − 1) ×
@@ -248,11 +294,17 @@ def learning_lines(df: pd.DataFrame) -> list[str]:
              "error of predicting each gene's training mean (1 = no better than that constant; posterior collapse "
              f"ends near 1), `{F.recon_vs_pca}` over the error of PCA with as many components as the latent size. "
              f"Over each model's `ok` runs; a run counts as learned at `{F.recon_vs_mean}` ≤ {LEARNED:g}.", "",
-             md_table(table), ""]
+             learning_total(df), "", md_table(table), ""]
     share = f"share ≤ {LEARNED:g} × mean predictor"
-    for _, row in table[table[share] == 0].iterrows():
-        lines += [f"**{row['model']}: no run beats the mean predictor by 5 %.** Its sensitivity numbers below "
-                  "compare runs that did not learn (collapsed), not models that learned.", ""]
+    for _, row in table.iterrows():
+        collapsed = row["collapsed"] if np.isfinite(row["collapsed"]) else 0
+        if row[share] == 0:
+            lines += [f"**{row['model']}: no run beats the mean predictor by 5 %.** Its sensitivity numbers below "
+                      "compare runs that did not learn (collapsed), not models that learned.", ""]
+        elif row["ok runs"] and collapsed / row["ok runs"] >= REAL_SHARE:
+            lines += [f"**{row['model']}: {int(collapsed)} of {row['ok runs']} successful runs "
+                      f"({collapsed / row['ok runs']:.0%}) did not learn (collapsed).** Its sensitivity numbers below "
+                      "use the runs that learned; where the collapsed ones lie is under its failures.", ""]
     refs = latent_against_references(df)
     if not refs.empty:
         lines += ["Latent scores, median over `ok` runs, against the same network untrained (same seed and latent "
@@ -316,6 +368,9 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
     if experiment:
         lines += [f"**{experiment}.** The runs of the other experiments differ from these in data or settings and "
                   "have their own reports ([all experiments](../report.md)).", ""]
+    context = runs_context(df)
+    if context:  # as in every figure's title
+        lines += [f"Runs: {context}.", ""]
     lines += [f"Metric: `{metric}` ({direction(metric)}). " + _read_from(scanned, paths, len(df), dropped, bool(experiment))
               + ". All numbers below can be recomputed from `results.csv` (see the end).", "", *note]
     if not (df[F.status] == "ok").any():
@@ -333,7 +388,7 @@ def write_report(out: Path, scanned: Scan, df: pd.DataFrame, dropped: int, metri
         lines += model_section(df, all_cells[all_cells[F.model] == model], metric, model, lvl, figures.get(model),
                                corr, anovas[model])
     lower = worse(metric) > 0
-    lines += [METHOD.format(metric=metric, extreme="lowest" if lower else "highest",
+    lines += [METHOD.format(metric=metric, extreme="lowest" if lower else "highest", min_df=MIN_RESIDUAL_DF,
                             bound="at most best + 0.1 × |best|" if lower else "at least best − 0.1 × |best|")]
     if has_baselines(df):
         lines[-1] += METHOD_LEARNED.format(learned=LEARNED)

@@ -22,16 +22,57 @@ WITHIN = 0.10  # robustness: a configuration within 10 % of the best one
 # Bounded scores, and ARI and silhouette can be <= 0 (worse than chance): never on a log scale, not even when a
 # sweep's values happen to be positive, so that every sweep's figure and numbers read the same way. Nor the
 # held-out likelihoods: they are logs already (nats per gene, of either sign), compared by differences.
-LINEAR = (*BOUNDED_SCORES, F.val_nll_is, F.test_nll_is, F.baseline_ppca_nll, F.test_baseline_ppca_nll, F.nll_vs_ppca)
+LIKELIHOODS = (F.val_nll_is, F.test_nll_is, F.baseline_ppca_nll, F.test_baseline_ppca_nll, F.nll_vs_ppca)
+LINEAR = (*BOUNDED_SCORES, *LIKELIHOODS)
 RECON = F.val_recon_mse  # the reconstruction loss that the latent scores are compared with: it compares across models
 LEARNED = 0.95  # recon_vs_mean at most this: better than predicting each gene's training mean by >= 5 %
 STRONG, MODERATE = 0.7, 0.4  # |Spearman rho| from which a relation is called strong / moderate (conventional cut-offs)
+REAL_SHARE = 0.1  # runs that did not learn (collapsed): from this share of a model's ok runs the report warns in bold
+# The latent scores in the order a reader should weigh them: the balanced probe accuracy does not mislead on
+# imbalanced labels (tumour / normal 1104 / 114 gave k-means ARI 0.04-0.21 beside a probe at 0.99); k-means'
+# ARI and NMI, and the silhouette, after it.
+LATENT_ORDER = (F.latent_probe_balanced_accuracy, F.latent_ari, F.latent_nmi, F.latent_silhouette)
+# The held-out likelihood (the calibrated objective's): results written without it still aggregate (_numbers).
+NLL, PPCA_NLL, NLL_VS_PPCA, KL_UNITS = F.val_nll_is, F.baseline_ppca_nll, F.nll_vs_ppca, F.kl_units_90
+
+
+def latent_scores_present(df: pd.DataFrame) -> list[str]:
+    """The latent scores the runs have, in LATENT_ORDER (any other LATENT_SCORES after)."""
+    order = [m for m in LATENT_ORDER if m in LATENT_SCORES] + [m for m in LATENT_SCORES if m not in LATENT_ORDER]
+    return [m for m in order if m in df]
+
+
+def is_collapsed(runs: pd.DataFrame) -> pd.Series:
+    """Per run: marked collapsed in its result (null, in older results and failed runs, is not)."""
+    return runs[F.collapsed].eq(True) if F.collapsed in runs else pd.Series(False, index=runs.index)
+
+
+@dataclass
+class Analysed:
+    """The runs the sensitivity statistics use, and the ones set apart."""
+    runs: pd.DataFrame  # successful runs that learned (every successful run when none learned)
+    collapsed: int  # successful runs marked collapsed
+    ok: int  # successful runs (status ok and a finite metric)
+    none_learned: bool  # every successful run collapsed: the statistics then rank runs that did not learn
+
+
+def analysed_runs(ok: pd.DataFrame) -> Analysed:
+    """The sensitivity statistics (ANOVA, seeds against hyper-parameters) on runs that learned: a collapsed run's
+    metric says only that it did not learn (on BRCA the ANOVA's "optimizer matters most" only said that SGD
+    collapsed). Collapsed runs are counted and analysed apart, as failures are. When every run collapsed, the
+    statistics use them all, and the report says that they rank runs that did not learn."""
+    collapsed = is_collapsed(ok)
+    n = int(collapsed.sum())
+    if n == len(ok):
+        return Analysed(ok, n, len(ok), none_learned=len(ok) > 0)
+    return Analysed(ok[~collapsed], n, len(ok), none_learned=False)
+
 
 
 
 def is_log_scale(values: pd.Series, metric: str) -> bool:
     """ln(metric) only when every value is positive (losses can be negative) and the metric is not a score
-    that can be <= 0; else the metric itself."""
+    that can be <= 0 nor a log-likelihood; else the metric itself."""
     return metric not in LINEAR and len(values) > 0 and bool((values > 0).all())
 
 
@@ -40,20 +81,52 @@ def analysed(values: pd.Series, metric: str) -> pd.Series:
     return np.log(values) if is_log_scale(values, metric) else values
 
 
+def no_design(ok: pd.DataFrame) -> Optional[str]:
+    """Why the runs form no factorial design, in words; None when they do. A search (hydra/sweeper=optuna) draws
+    a new learning rate for nearly every trial: a factor whose levels mostly hold one run each cannot be compared
+    level against level, and an ANOVA with a category per trial would fit every run exactly."""
+    for factor in AXES:
+        per_level = ok.groupby(factor).size()
+        values = pd.Series(per_level.index)
+        # A sampler's values (0.000311566) are not a grid's round ones (1e-3, 5e-4, 20): three significant digits.
+        drawn = values.map(lambda v: isinstance(v, float) and float(f"{v:.3g}") != v).mean() >= 0.5
+        if len(per_level) > 2 and per_level.median() < 2 and (drawn or len(per_level) >= 10):
+            return (f"{factor} takes {len(per_level)} values in {len(ok)} runs, most of them once: the runs are a "
+                    "search (such as hydra/sweeper=optuna), not a grid")
+    return None
+
+
+def search_effects(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """For runs without a design: Spearman's rho of each numeric hyper-parameter with y, and the runs' spread."""
+    y = analysed(ok[metric], metric)
+    rows = []
+    for factor in (F.lr, F.latent_dim):
+        if ok[factor].nunique() > 1:
+            rho, p = spearman(ok[factor].astype(float), y)
+            rows.append({"hyper-parameter": factor, "values": ok[factor].nunique(),
+                         "lowest": ok[factor].min(), "highest": ok[factor].max(), "Spearman ρ with y": rho, "p": p})
+    return pd.DataFrame(rows)
+
+
 def sensitivity(ok: pd.DataFrame, metric: str) -> Optional[Anova]:
     """The factorial ANOVA of y = ln(metric) (or the metric itself, see `analysed`) over the successful runs:
     optimizer, lr, latent_dim, their two-way interactions and seed as a block (vaebench.anova). None when the
-    runs are too few or do not vary."""
-    if len(ok) < 2:
+    runs are too few or do not vary, or form no design (a search: `no_design`)."""
+    if len(ok) < 2 or no_design(ok):
         return None
     return factorial_anova(ok.assign(y=analysed(ok[metric], metric)), "y", AXES, block=F.seed)
 
 
 def failure_rates(runs: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Per level of `by`: runs, each ending, and the share that did not end `ok`."""
+    """Per level of `by`: runs, each ending, and the share that did not end `ok`; where some run collapsed, also
+    the collapsed ones (of the ok) and the share that did not learn (failed or collapsed)."""
     table = pd.crosstab(runs[by], runs[F.status]).reindex(columns=["ok", *FAILED], fill_value=0)
     table.insert(0, "runs", table.sum(axis=1))
     table["failure rate"] = 1 - table["ok"] / table["runs"]
+    collapsed = (runs[F.status] == "ok") & is_collapsed(runs)
+    if collapsed.any():
+        table.insert(2, "of them collapsed", collapsed.groupby(runs[by]).sum().reindex(table.index, fill_value=0))
+        table["did not learn"] = table["failure rate"] + table["of them collapsed"] / table["runs"]
     return table
 
 
@@ -66,6 +139,36 @@ def best_config(model_cells: pd.DataFrame, metric: str) -> Optional[pd.Series]:
     """The cell with the best mean metric among cells where every run (every seed) succeeded."""
     clean = model_cells[model_cells["n_ok"] == model_cells["runs"]]
     return None if clean.empty else clean.loc[(worse(metric) * clean["mean"]).idxmin()]
+
+
+def runs_of(runs: pd.DataFrame, cell: pd.Series) -> pd.DataFrame:
+    """The runs (seeds) of one configuration."""
+    return runs[np.logical_and.reduce([runs[a] == cell[a] for a in AXES])]
+
+
+def unfinished(runs: pd.DataFrame) -> Optional[str]:
+    """Why a configuration's numbers may not be its last word: its successful runs hit the epoch limit
+    (trainer.max_epochs) without the stopping rule firing, or were still improving at their last epoch. None
+    when neither; else words such as "hit the epoch limit (15 of 15 epochs) in 3 of 3 seeds, still improving"."""
+    ok = runs[runs[F.status] == "ok"]
+    if ok.empty:
+        return None
+    hit = ok[F.stop_reason].eq("max_epochs") if F.stop_reason in ok else ~ok.get(F.converged, pd.Series(True, index=ok.index)).eq(True)
+    improving = ok[F.still_improving].eq(True) if F.still_improving in ok else pd.Series(False, index=ok.index)
+    if not (hit.any() or improving.any()):
+        return None
+    limit = pd.to_numeric(ok["config.trainer.max_epochs"], errors="coerce") if "config.trainer.max_epochs" in ok else None
+    parts = []
+    if hit.any():
+        epochs = f"{int(ok.loc[hit, F.epochs_run].max())}"
+        if limit is not None and limit[hit].notna().any():
+            epochs += f" of {int(limit[hit].max())}"
+        seeds = f" in {int(hit.sum())} of {len(ok)} seeds" if len(ok) > 1 else ""
+        parts.append(f"hit the epoch limit ({epochs} epochs){seeds}")
+    if improving.any():
+        seeds = f" in {int(improving.sum())} of {len(ok)} seeds" if len(ok) > 1 else ""
+        parts.append(f"still improving at its last epoch{seeds}")
+    return ", ".join(parts)
 
 
 def within_best(model_cells: pd.DataFrame, best: float, metric: str) -> pd.Series:
@@ -132,7 +235,7 @@ def recon_vs_latent(df: pd.DataFrame) -> pd.DataFrame:
     says where the unit with the best RECON ranks on the score (1 = best). Empty when no run has a score."""
     columns = ["model", "latent metric", "over", "n", "rho", "p", "best recon", "its rank"]
     rows = []
-    present = [m for m in LATENT_SCORES if m in df]
+    present = latent_scores_present(df)
     if RECON not in df or not present:
         return pd.DataFrame(rows, columns=columns)
     for model in levels(df)[F.model]:
@@ -203,7 +306,7 @@ def _median(values: pd.Series) -> float:
 def learning(df: pd.DataFrame) -> pd.DataFrame:
     """Did each model learn? Over its `ok` runs: the share better than the mean predictor by >= 5 %, runs marked
     collapsed, median active units, the best ratio to the mean predictor and to PCA with as many components as
-    the latent size, each with where it was reached."""
+    the latent size, each with where it was reached; and the held-out likelihood where recorded (`likelihood`)."""
     rows = []
     for model in levels(df)["model"]:
         ok = df[(df[F.model] == model) & (df[F.status] == "ok")]
@@ -211,14 +314,45 @@ def learning(df: pd.DataFrame) -> pd.DataFrame:
         best_mean = ok.loc[vs_mean.idxmin()] if len(vs_mean) else None
         best_pca = ok.loc[vs_pca.idxmin()] if len(vs_pca) else None
         collapsed = ok[F.collapsed].eq(True).sum() if F.collapsed in ok else math.nan
-        rows.append({"model": model, "ok runs": len(ok), "with baselines": len(vs_mean),
-                     f"share ≤ {LEARNED:g} × mean predictor": (vs_mean <= LEARNED).mean() if len(vs_mean) else math.nan,
-                     "collapsed": collapsed, "median active units": _median(_numbers(ok, F.active_units)),
-                     f"best run's {F.recon_vs_mean}": vs_mean.min() if len(vs_mean) else math.nan,
-                     "at": config_text(best_mean) if best_mean is not None else "—",
-                     f"best run's {F.recon_vs_pca}": vs_pca.min() if len(vs_pca) else math.nan,
-                     "at latent": int(best_pca[F.latent_dim]) if best_pca is not None else "—"})
-    return pd.DataFrame(rows)
+        row = {"model": model, "ok runs": len(ok), "with baselines": len(vs_mean),
+               f"share ≤ {LEARNED:g} × mean predictor": (vs_mean <= LEARNED).mean() if len(vs_mean) else math.nan,
+               "collapsed": collapsed, "median active units": _median(_numbers(ok, F.active_units)),
+               f"best run's {F.recon_vs_mean}": vs_mean.min() if len(vs_mean) else math.nan,
+               "at": config_text(best_mean) if best_mean is not None else "—",
+               f"best run's {F.recon_vs_pca}": vs_pca.min() if len(vs_pca) else math.nan,
+               "at latent": int(best_pca[F.latent_dim]) if best_pca is not None else "—"}
+        rows.append({**row, **likelihood(ok)})
+    return pd.DataFrame(rows)  # the likelihood's columns only where some run recorded it
+
+
+def learning_total(df: pd.DataFrame) -> str:
+    """The "Did the models learn?" table in one sentence over every model: what the README quotes for a demo."""
+    ok = df[df[F.status] == "ok"]
+    vs_mean = _numbers(ok, F.recon_vs_mean).dropna()
+    if vs_mean.empty:
+        return ""
+    collapsed = int(is_collapsed(ok).sum())
+    return (f"All models: {int((vs_mean <= LEARNED).sum())} of {len(df)} runs beat the mean predictor by 5 % or more, "
+            f"{collapsed} are marked collapsed, {len(df) - len(ok)} failed (median {F.recon_vs_mean} "
+            f"{vs_mean.median():.2f}).")
+
+
+def likelihood_columns() -> tuple[str, ...]:
+    return (f"best {NLL}", f"{PPCA_NLL} there", f"share beating PPCA ({NLL_VS_PPCA} < 0)", f"median {KL_UNITS}")
+
+
+def likelihood(ok: pd.DataFrame) -> dict[str, float]:
+    """The held-out likelihood of the calibrated objective, where the runs recorded it: the best (lowest)
+    val_nll_is and PPCA's at the same run, the share of runs whose likelihood beats probabilistic PCA with k =
+    latent size, and the median of the latent dims carrying 90 % of the KL. Empty for results without it."""
+    nll = _numbers(ok, NLL).dropna()
+    if nll.empty:
+        return {}
+    best = nll.idxmin()
+    vs = _numbers(ok, NLL_VS_PPCA).dropna()
+    best_col, ppca_col, share_col, units_col = likelihood_columns()
+    return {best_col: float(nll[best]), ppca_col: float(_numbers(ok, PPCA_NLL)[best]),
+            share_col: float((vs < 0).mean()) if len(vs) else math.nan, units_col: _median(_numbers(ok, KL_UNITS))}
 
 
 def latent_against_references(df: pd.DataFrame) -> pd.DataFrame:
@@ -229,7 +363,7 @@ def latent_against_references(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for model in levels(df)["model"]:
         ok = df[(df[F.model] == model) & (df[F.status] == "ok")]
-        for score in LATENT_SCORES:
+        for score in latent_scores_present(df):
             refs = {r: _numbers(ok, latent_field(score, r)) for r in LATENT_REFERENCES}
             trained = _numbers(ok, score)
             if trained.isna().all() or all(v.isna().all() for v in refs.values()):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: the data package's config is read at start-up, before numpy is needed
+    import numpy as np
 
 
 @dataclass

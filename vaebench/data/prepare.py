@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 PREPARATION_VERSION = 1  # bump when a step below changes its output
 MIN_SAMPLES = 4  # a train/validation split with two training rows (BatchNorm) and one validation row
-_NOT_IN_KEY = ("cache_dir", "path", "labels_path")  # paths enter the key as file identities instead
+# Paths enter the key as file identities instead. The split's keys (split_seed, test_fraction) choose rows of the
+# prepared matrix in each run, after the cache: the same file and preparation with data.test_fraction=0.2 wrote a
+# second entry of the same fingerprint when they were in the key.
+_NOT_IN_KEY = ("cache_dir", "path", "labels_path", "split_seed", "test_fraction")
 
 
 def load(cfg: FileDataConfig, val_fraction: Optional[float] = None, seed: Optional[int] = None) -> Dataset:

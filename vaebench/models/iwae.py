@@ -9,25 +9,14 @@ elbo:      log w_bs = -(nll_bs + beta * [log q(z|x) - log p(z)]); the same bound
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaebench.errors import require
-from vaebench.models.base import BaseVAE, ForwardOutput, ModelConfig, kl_per_row, log_q_minus_log_p, mean
+from vaebench.models.base import BaseVAE, ForwardOutput, kl_per_row, log_q_minus_log_p, mean
+from vaebench.models.config import IWAEConfig
 from vaebench.models.vae import recon_terms
-
-
-@dataclass
-class IWAEConfig(ModelConfig):
-    name: str = "iwae"
-    num_samples: int = 5  # posterior samples per row
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.num_samples >= 1, "model.num_samples", f"must be >= 1, got {self.num_samples}")
 
 
 class IWAE(BaseVAE):

@@ -14,28 +14,14 @@ decoder_variance=fixed is s = 1 with the constants dropped, the ELBO's numbers b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaebench.errors import require
-from vaebench.models.base import BaseVAE, ForwardOutput, Likelihood, ModelConfig, kl_per_row, mean
+from vaebench.models.base import BaseVAE, ForwardOutput, kl_per_row, mean
+from vaebench.models.config import LogCoshConfig
 from vaebench.models.vae import recon_terms
-
-
-@dataclass
-class LogCoshConfig(ModelConfig):
-    name: str = "logcosh"
-    alpha: float = 10.0  # sharpness a: log cosh(a t) / a is ~ a t^2 / 2 near 0, ~ |t| far from it
-    beta: float = 1.0  # extra weight on the KL term
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.alpha > 0, "model.alpha", f"must be > 0, got {self.alpha}")
-        require(self.likelihood is Likelihood.gaussian, "model.likelihood",
-                "LogCosh's reconstruction term is its log-cosh; leave model.likelihood at gaussian")
 
 
 def log_cosh(u: Tensor, stable: bool) -> Tensor:

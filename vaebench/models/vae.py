@@ -6,17 +6,11 @@ elbo:             loss = (1/F) mean_b [nll_b + kld_weight * KL_b]  (nll_b: the d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaebench.models.base import BaseVAE, ForwardOutput, ModelConfig, kl_per_row
-
-
-@dataclass
-class VAEConfig(ModelConfig):
-    name: str = "vae"
+from vaebench.models.base import BaseVAE, ForwardOutput, kl_per_row
+from vaebench.models.config import VAEConfig
 
 
 def recon_terms(model: BaseVAE, recon: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,0 +1,60 @@
+"""Start-up (issue 22): `vaebench --help`, `--cfg job`, a config error and a resumed, finished sweep never import
+torch (3-4 s of every typo before), nor numpy or joblib where they are not needed. Checked with a torch that
+cannot be imported: each command must behave as usual without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, run_cli
+
+
+def poisoned(where: Path, *names: str) -> dict[str, str]:
+    """An environment in which importing each of `names` fails, naming it."""
+    for name in names:
+        (where / name).mkdir(parents=True)
+        (where / name / "__init__.py").write_text(f"raise ImportError('{name} imported at start-up')\n")
+    return {**os.environ, "PYTHONPATH": str(where), "HYDRA_FULL_ERROR": "0"}
+
+
+@pytest.fixture
+def no_torch(tmp_path) -> dict[str, str]:
+    """Composing and checking a configuration needs neither torch nor numpy nor joblib."""
+    return poisoned(tmp_path / "poisoned", "torch", "numpy", "joblib")
+
+
+def vaebench(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("vaebench")
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=240, env=env)
+
+
+def test_help_cfg_and_a_typo_import_no_torch(tmp_path, no_torch):
+    helped = vaebench("--help", cwd=tmp_path, env=no_torch)
+    assert helped.returncode == 0 and "data.rank=12" in helped.stdout, helped.stderr[-2000:]
+    shown = vaebench("--cfg", "job", "model=iwae", cwd=tmp_path, env=no_torch)
+    assert shown.returncode == 0 and "num_samples: 5" in shown.stdout, shown.stderr[-2000:]
+    typo = vaebench("latnt_dim=5", cwd=tmp_path, env=no_torch)
+    assert typo.returncode == 2 and typo.stderr.strip().endswith("did you mean latent_dim?"), typo.stderr[-2000:]
+    out_of_range = vaebench("latent_dim=0", cwd=tmp_path, env=no_torch)
+    assert out_of_range.returncode == 2 and "'latent_dim'" in out_of_range.stderr, out_of_range.stderr[-2000:]
+
+
+def test_a_finished_sweep_resumes_without_torch(tmp_path):
+    no_torch = poisoned(tmp_path / "poisoned", "torch")  # joblib runs the sweep, numpy reads the cached data
+    grid = ["-m", "seed=0,1", *TINY, "hydra.sweep.dir=sweep", "hydra.launcher.n_jobs=1"]
+    first = run_cli(*grid, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    results = sorted((tmp_path / "sweep").rglob("result.json"))
+    assert len(results) == 2
+    before = [p.read_text() for p in results]
+    again = vaebench(*grid, cwd=tmp_path, env=no_torch)  # every job finished: read, never trained
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("-> skipped") == 2 and "[2/2]" in again.stdout, again.stdout
+    assert [p.read_text() for p in results] == before
+    assert all(json.loads(t)["status"] == "ok" for t in before)

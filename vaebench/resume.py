@@ -1,0 +1,47 @@
+"""A resumed job that has nothing to do, decided without torch: a sweep rerun after it finished skips each job
+in the time it takes to read its result.json (vaebench.task repeats the same check, with the device it
+picks, for every job that gets past this one).
+
+The device enters a run's identity (results.device_identity: `cuda` on a GPU, the value as written on CPU).
+Without torch it is known for device=cpu, and for device=auto on a machine with no NVIDIA device node
+(/dev/nvidiactl); anywhere else this check steps aside and the task decides with torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from vaebench import artifact_files
+from vaebench.config import schema_defaults, validate
+from vaebench.results import F, config_hash, device_identity, finished_result
+
+GPU_NODE = "/dev/nvidiactl"  # the NVIDIA driver's control device: present wherever CUDA could run
+
+
+def device_type_without_torch(device: str) -> Optional[str]:
+    """cpu or cuda where that is certain without importing torch; None where only torch can tell."""
+    if device == "cpu":
+        return "cpu"
+    if device == "auto" and not os.path.exists(GPU_NODE):
+        return "cpu"
+    return None
+
+
+def already_finished(cfg: DictConfig, out_dir: Path, multirun: bool) -> Optional[dict[str, Any]]:
+    """The finished result a resumed job keeps (marked "skipped"), or None: the job runs (or the task decides)."""
+    typed = validate(cfg)
+    kind = device_type_without_torch(typed.device)
+    if not typed.resume or kind is None:
+        return None
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    done = finished_result(out_dir, config_hash(device_identity(resolved, kind), schema_defaults(typed)))
+    if done is None:
+        return None
+    wants = artifact_files.wanted(typed.trainer, multirun)
+    if done[F.status] == "ok" and not artifact_files.present(out_dir, wants, artifact_files.anndata_input(typed.data)):
+        return None  # a failed run saves nothing; an ok one lacking an artifact asked for trains again
+    return {**done, "skipped": True, F.wall_time_s: 0.0}

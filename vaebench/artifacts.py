@@ -9,6 +9,7 @@ significant digits, which gives back the encoder's float32 values exactly.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,8 +39,11 @@ def save(out_dir: Path, wants: Wanted, model: BaseVAE, typed: Any, resolved: dic
     h5ad = anndata_input(typed.data)
     batch_size = typed.trainer.batch_for(len(split.train))
     if wants.model:
-        replace_atomically(out_dir / MODEL_FILE,
-                           lambda tmp: torch.save(model_file(model, typed, resolved, data, batch_size), tmp))
+        # Serialised in memory, then written: torch.save straight to a file on a full disk fails with its zip
+        # writer's "unexpected pos ..." (a RuntimeError), a plain write with "No space left on device" (an OSError).
+        buffer = io.BytesIO()
+        torch.save(model_file(model, typed, resolved, data, batch_size), buffer)
+        replace_atomically(out_dir / MODEL_FILE, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
     if wants.latent:
         mu, log_var = posterior(model, x, batch_size)
         which = np.empty(len(mu), dtype=object)
@@ -76,13 +80,18 @@ def load_model(path: Path) -> tuple[BaseVAE, dict[str, Any]]:
         raise NotAModel(f"cannot be read as a saved model ({type(e).__name__})") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise NotAModel(f"is not a vaebench {MODEL_FILE} of format {FORMAT}")
-    config = MODEL_CONFIGS[saved["model"]](**saved["model_config"])
-    model = build_model(config, saved["n_genes"], saved["latent_dim"])
-    model.load_state_dict(saved["state_dict"])
+    try:  # a model.pt of another version: other config keys, layers or shapes than this version builds
+        config = MODEL_CONFIGS[saved["model"]](**saved["model_config"])
+        model = build_model(config, saved["n_genes"], saved["latent_dim"])
+        model.load_state_dict(saved["state_dict"])
+        how = saved["preparation"]
+        if how["scaler"] is not None:
+            how["scaler"] = {k: v.numpy() for k, v in how["scaler"].items()}
+    except Exception as e:  # noqa: BLE001 - KeyError, TypeError, RuntimeError (state dict), UserError (ranges)
+        detail = " ".join(str(e).split())[:160]
+        raise NotAModel(f"cannot be read as a saved model of this vaebench version {__version__} (written by "
+                        f"{saved.get('vaebench', 'an unknown version')}: {type(e).__name__}: {detail})") from None
     model.eval()
-    how = saved["preparation"]
-    if how["scaler"] is not None:
-        how["scaler"] = {k: v.numpy() for k, v in how["scaler"].items()}
     return model, saved
 
 

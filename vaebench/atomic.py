@@ -29,6 +29,11 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a read-only directory: named by the file the user asked for
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno is not None and e.filename in (None, str(tmp), tmp):
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

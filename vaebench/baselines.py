@@ -97,6 +97,12 @@ def fit_pca(x: torch.Tensor, train_idx: np.ndarray, k: int, seed: int = 0) -> Op
                total_variance=total)
 
 
+def pca_note(k: int, n_train: int, n_genes: int) -> str:
+    """Why fit_pca gave no PCA, in words (the result's pca_note)."""
+    return (f"PCA with k = latent_dim = {k} needs k below the {n_genes} genes and the {n_train} training rows; "
+            f"a smaller latent_dim has a PCA baseline")
+
+
 def pca_mse(pca: Optional[PCA], x: torch.Tensor, val_idx: np.ndarray) -> Optional[float]:
     if pca is None:
         return None
@@ -153,7 +159,8 @@ def assess(model: BaseVAE, model_cfg: ModelConfig, x: torch.Tensor, labels: Opti
     mean_mse = _cached(("mean", split), lambda: mean_predictor_mse(x, train_idx, val_idx))
     pca = _cached(("pca", split, k), lambda: fit_pca(x, train_idx, k))
     pca_err = _cached(("pca_mse", split, k), lambda: pca_mse(pca, x, val_idx))
-    out: dict[str, Any] = {F.baseline_mean_mse: mean_mse, F.baseline_pca_mse: pca_err,
+    out: dict[str, Any] = {F.baseline_mean_mse: mean_mse, F.baseline_pca_mse: pca_err, F.pca_note: pca_note(
+                               k, len(train_idx), x.shape[1]) if pca is None else None,
                            F.recon_vs_mean: val_recon_mse / mean_mse if mean_mse > 0 else None,
                            F.recon_vs_pca: val_recon_mse / pca_err if pca_err else None}
     x_val = x[torch.as_tensor(val_idx, device=x.device)]

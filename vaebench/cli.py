@@ -151,10 +151,11 @@ def _task(cfg: DictConfig) -> Optional[float]:
         return FailedRun(f"not run: {e}")
     except UserError as e:
         refuse(e, out_dir, multirun)
-    except OSError as e:  # result.json or metrics.csv: the directory is not writable (or the disk is full)
+    except OSError as e:  # result.json, metrics.csv, model.pt, latent.csv: a read-only directory or a full disk
         if not multirun:
-            print(f"vaebench: error: cannot write the run's output in {out_dir} ({e.strerror or e}); "
-                  f"fix it or choose another hydra.run.dir", file=sys.stderr)
+            where = f": {e.filename}" if e.filename else ""
+            print(f"vaebench: error: cannot write the run's output in {out_dir} ({e.strerror or e}{where}); "
+                  f"make room or fix it, or choose another hydra.run.dir, and rerun", file=sys.stderr)
             sys.exit(2)
         from vaebench.launcher import NOT_WRITTEN, cannot_write
 
@@ -213,22 +214,14 @@ OmegaConf.register_new_resolver("vaebench.job_dirname", job_dirname, replace=Tru
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below pid (the sweep's workers, their helpers), from /proc: children first."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry))
-    found, queue = [], [pid]
-    while queue:
-        children = parents.get(queue.pop(), [])
-        found += children
-        queue += children
-    return found
+    """Every process below pid (the sweep's workers, their helpers), children first; [] when they cannot be
+    listed. psutil lists them on Linux, macOS and Windows alike (reading /proc, as this did, is Linux only)."""
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def stop_on_signals() -> None:
@@ -238,10 +231,14 @@ def stop_on_signals() -> None:
     and Ctrl-C printed a traceback from every process. Finished results are whole files (written by rename),
     so stopping at any moment loses only the runs in flight; the job claims are flocks the kernel releases.
     """
+    import psutil  # noqa: F401 - imported here, once, rather than inside the handler (descendants)
     def stop(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        workers = descendants(os.getpid())
+        try:
+            workers = descendants(os.getpid())
+        except Exception:  # noqa: BLE001 - never raise inside the handler: the command must still stop
+            workers = []
         for pid in workers:
             try:
                 os.kill(pid, signal.SIGKILL)  # a worker mid-epoch has nothing to save: its run restarts on resume
@@ -290,15 +287,23 @@ def main() -> None:
         print(f"vaebench: error: {e} (to see a sweep job's config: --cfg job with one value per key, no -m)",
               file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # Hydra's own writes: the run directory (hydra.run.dir an existing file), multirun.yaml
+        where = f" {e.filename}" if e.filename else " the output"
+        print(f"vaebench: error: cannot write{where} ({e.strerror or e}); choose another hydra.run.dir or "
+              f"hydra.sweep.dir, or make it writable (or make room) and rerun", file=sys.stderr)
+        sys.exit(2)
     except SystemExit as e:
         # Hydra exits 1 on a user's mistake it reports itself; every job failure is already a result.
         if e.code == 1:
             sys.exit(2)
         raise
     launcher = sys.modules.get("vaebench.launcher")  # imported only by a sweep
+    dead_jobs = launcher.dead_jobs if launcher is not None else []
+    for line in dead_jobs:  # a worker process died under the job (kill -9, the out-of-memory killer)
+        print(line, file=sys.stderr, flush=True)
     if (launcher is not None and launcher.unwritable_jobs) or cluster.unfinished_jobs:  # each said why in its own line; so does the exit status
         sys.exit(2)
-    if device_failed or sweep.failed_devices:  # said in one line per device
+    if device_failed or sweep.failed_devices or dead_jobs:  # said in one line per device, per dead job
         sys.exit(1)
 
 

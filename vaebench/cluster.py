@@ -7,6 +7,11 @@ installed by `launcher.install()` when the cluster extra is present.
   lost with its node), so the sweep waited for it forever. `QueueWatcher` asks `squeue` when sacct fails. squeue
   knows every job slurmctld still holds (finished ones for MinJobAge, 300 s by default); a job of ours it no
   longer lists has ended.
+- A resume submits only the unfinished jobs. Each job whose directory already holds a finished result for its
+  configuration (as the job itself would check it on its node) is skipped here, with its progress line, instead
+  of being queued, started and skipped there (7-17 s each on a real cluster).
+- A progress line per collected job, as the joblib launcher's workers print: the jobs' own lines go to their
+  SLURM logs.
 - One job without a result no longer stops the sweep's collection. Hydra's launcher collects results in order and
   raised at the first job that had none, so the jobs after it were never collected and the command ended with a
   traceback. Here each such job costs one line naming it, its SLURM job id and state; the others are collected,
@@ -20,6 +25,7 @@ import logging
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -29,6 +35,8 @@ log = logging.getLogger("vaebench.cluster")
 NO_RESULT = "vaebench: cluster job ended without a result"  # a job's return value when its cluster job had none
 GONE = "GONE"  # the state of a job squeue no longer lists (cancelled before it ran, or purged after MinJobAge)
 unfinished_jobs = 0  # in the main process: jobs of the last launch that ended without a result
+total_jobs = 0  # in the main process: jobs of the last launch (for the progress lines' counter)
+collected = 0  # in the main process: progress lines printed for collected jobs
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess:
@@ -89,7 +97,7 @@ class Collected:
 
         global unfinished_jobs
         try:
-            return self.job.results()
+            returned = self.job.results()
         except UncompletedJobError:
             unfinished_jobs += 1
             state = self.job.state
@@ -97,6 +105,76 @@ class Collected:
             print(f"vaebench: error: job {' '.join(self.overrides)} (SLURM job {self.job.job_id}) {how} without a "
                   "result; the other jobs ran: rerun the same command to resume it", file=sys.stderr, flush=True)
             return [JobReturn(overrides=self.overrides, status=JobStatus.COMPLETED, _return_value=NO_RESULT)]
+        progress_line(returned)
+        return returned
+
+
+def progress_line(returned: Sequence[JobReturn]) -> None:
+    """Print a collected job's line, from the result.json it wrote (nothing for a job without one)."""
+    from vaebench.results import describe, read_result
+
+    global collected
+    for job in returned:
+        try:
+            out_dir = job.hydra_cfg.hydra.runtime.output_dir
+        except Exception:  # noqa: BLE001 - a job that failed before Hydra set it up
+            continue
+        result = read_result(Path(out_dir)) if out_dir else None
+        if result is not None:
+            collected += 1
+            print(f"[{collected}/{total_jobs or '?'}] {describe(result)}", flush=True)
+
+
+class Finished:
+    """A job a resume does not submit: its finished result is already there (results() as a submitted job's)."""
+
+    def __init__(self, overrides: Sequence[str], result: dict[str, Any]) -> None:
+        self.overrides, self.result = list(overrides), result
+
+    def results(self) -> list[JobReturn]:
+        return [JobReturn(overrides=self.overrides, status=JobStatus.COMPLETED,
+                          _return_value=self.result.get("val_recon_mse"))]
+
+
+def node_kind(device: str, launcher_cfg: Any) -> str:
+    """Where a job of the launcher trains, cpu or cuda, as the job's own resume check on its node will see it:
+    device=auto trains on CUDA where the launcher asks for GPUs (the submitting machine may have none)."""
+    if device.startswith(("cpu", "cuda")):
+        return device.split(":")[0]
+    return "cuda" if launcher_cfg.get("gpus_per_node") else "cpu"
+
+
+def finished_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> dict[int, dict[str, Any]]:
+    """The jobs (by position) whose directory holds a finished result for their configuration: a resume skips
+    them without submitting them. A job without a result.json is not composed (the quick answer for a new sweep)."""
+    import copy
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from omegaconf import open_dict, read_write
+
+    from vaebench.results import RESULT_FILE
+    from vaebench.sweep import job_dirname
+    from vaebench.task import finished
+
+    config = launcher.config
+    naming = config.hydra.job.config.override_dirname
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    found: dict[int, dict[str, Any]] = {}
+    for k, overrides in enumerate(job_overrides):
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        name = get_overrides_dirname(parsed, list(naming.exclude_keys), naming.item_sep, naming.kv_sep)
+        if not (sweep_dir / job_dirname(name) / RESULT_FILE).is_file():
+            continue
+        sweep_config = launcher.hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        out_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+        task_cfg = copy.deepcopy(sweep_config)
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]
+        done = finished(task_cfg, out_dir, multirun=True, kind=node_kind(str(task_cfg.device), config.hydra.launcher))
+        if done is not None:
+            found[k] = done
+    return found
 
 
 def install() -> None:
@@ -114,10 +192,24 @@ def install() -> None:
     map_array = submitit.AutoExecutor.map_array
 
     def collected_map_array(executor: Any, fn: Any, *iterable: Any) -> list[Any]:
-        jobs = map_array(executor, fn, *iterable)
         if type(fn).__module__ != "hydra_plugins.hydra_submitit_launcher.submitit_launcher":
-            return jobs  # not a sweep's jobs
-        return [Collected(job, overrides) for job, overrides in zip(jobs, iterable[0])]
+            return map_array(executor, fn, *iterable)  # not a sweep's jobs
+        global total_jobs, collected
+        from vaebench import sweep
+
+        overrides = list(iterable[0])
+        done = finished_jobs(fn, overrides)
+        total_jobs, collected = len(overrides), len(done)  # the collected jobs' lines count on from the skipped
+        sweep_dir = Path(str(fn.config.hydra.sweep.dir))
+        for k, result in done.items():  # recorded as the job would have, skipped on its node
+            print(sweep.report_job(sweep_dir, {**result, "skipped": True}), flush=True)
+        todo = [k for k in range(len(overrides)) if k not in done]
+        if done:
+            log.info("%d of %d jobs already finished: submitting %d", len(done), len(overrides), len(todo))
+        jobs = map_array(executor, fn, *[[column[k] for k in todo] for column in iterable]) if todo else []
+        submitted = dict(zip(todo, jobs))
+        return [Finished(overrides[k], done[k]) if k in done else Collected(submitted[k], overrides[k])
+                for k in range(len(overrides))]
 
     collected_map_array.vaebench = True
     submitit.AutoExecutor.map_array = collected_map_array

@@ -229,7 +229,12 @@ def peak_memory_mb(device: torch.device) -> tuple[Optional[float], str]:
                 return int(line.split()[1]) / 1024, "peak_rss"
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_process"
+    return max_rss_mb(), "peak_rss_process"
+
+
+def max_rss_mb() -> float:
+    """The process's peak RSS from getrusage: ru_maxrss is in kilobytes on Linux and the BSDs, in bytes on macOS."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 def release_memory(device: torch.device) -> None:

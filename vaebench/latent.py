@@ -38,6 +38,9 @@ def too_few_rows(y_val: np.ndarray) -> Optional[str]:
     if len(y_val) < MIN_VAL_ROWS:
         return f"{len(y_val)} validation rows; the latent scores need at least {MIN_VAL_ROWS}"
     labels, counts = np.unique(y_val, return_counts=True)
+    if len(labels) < 2:  # every sample of one label, or nearly: none other reached the validation rows
+        return (f"all {len(y_val)} validation rows have one label ('{labels[0]}'); the latent scores compare two "
+                f"or more: use labels that differ between samples")
     if counts.min() < MIN_ROWS_PER_LABEL:
         return (f"{int((counts < MIN_ROWS_PER_LABEL).sum())} of {len(labels)} labels have fewer than "
                 f"{MIN_ROWS_PER_LABEL} validation rows (first: '{labels[counts.argmin()]}'); use more samples, "

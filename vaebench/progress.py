@@ -1,10 +1,12 @@
-"""What a run shows and records as it goes: metrics.csv, one row per epoch, and a progress bar."""
+"""What a run shows and records as it goes: metrics.csv, one row per epoch, run.log, and a progress bar."""
 
 from __future__ import annotations
 
 import csv
+import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
 
 class MetricsWriter:
@@ -13,19 +15,28 @@ class MetricsWriter:
     def __init__(self, path: Path):
         self.path, self.file, self.writer = path, None, None
         self.rows: list[dict[str, float]] = []
+        self.failed: Optional[OSError] = None  # the write that failed (a full disk): the run goes on without the file
 
     def __call__(self, row: dict[str, float]) -> None:
         self.rows.append(row)
-        if self.writer is None:
-            self.file = open(self.path, "w", newline="")
-            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
-            self.writer.writeheader()
-        self.writer.writerow(row)
-        self.file.flush()
+        if self.failed:
+            return
+        try:
+            if self.writer is None:
+                self.file = open(self.path, "w", newline="")
+                self.writer = csv.DictWriter(self.file, fieldnames=list(row))
+                self.writer.writeheader()
+            self.writer.writerow(row)
+            self.file.flush()
+        except OSError as e:  # training is not the file's to stop; task.run reports it once the result is written
+            self.failed = e if e.filename else OSError(e.errno, e.strerror, str(self.path))
 
     def close(self) -> None:
         if self.file:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError as e:  # the last buffered bytes could not be written
+                self.failed = self.failed or OSError(e.errno, e.strerror, str(self.path))
 
 
 class ProgressBar:
@@ -42,3 +53,22 @@ class ProgressBar:
 
     def close(self) -> None:
         self.stream.write("\n")
+
+
+class RunLog(logging.FileHandler):
+    """run.log (conf/config.yaml, hydra.job_logging): a write that fails, on a full disk, costs one line on
+    stderr, once, where logging's own handler printed a traceback ("--- Logging error ---") for every record."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        e = sys.exc_info()[1]
+        why = (e.strerror or str(e)) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
+        try:
+            print(f"vaebench: warning: cannot write {self.baseFilename} ({why}); its later lines are lost, the run "
+                  "goes on", file=sys.stderr, flush=True)
+        except OSError:
+            pass

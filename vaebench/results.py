@@ -133,7 +133,9 @@ class Result:
     scoring_error: Optional[str] = _info("an exception in the scoring after training (baselines, latent scores): "
                                          "the trained result is kept, the scores stay null")
     latent_note: Optional[str] = _info("why the latent scores are null although the data has labels "
-                                       "(too few validation rows, or a label with fewer than 2)")
+                                       "(too few validation rows, a label with fewer than 2, or one label only)")
+    pca_note: Optional[str] = _info("why the PCA baseline (baseline_pca_mse, recon_vs_pca, latent_*_pca) is "
+                                    "null: latent_dim is not below the genes or the training rows")
     # Failures.
     failed_epoch: Optional[int] = _info("the epoch in which a failed run failed")
     error: Optional[str] = _info("the exception, for diverged / oom / error")

@@ -126,14 +126,15 @@ class SweepCallback(Callback):
 
                     for device in gpus:
                         check_device(device)
-                from vaebench.precheck import checked_data  # numpy and the data: when a sweep starts
+                from vaebench.precheck import checked_data, require_latent_size  # numpy and the data: when a sweep starts
 
-                checked = set()
+                shapes: dict[tuple, tuple[int, int]] = {}
                 for cfg in typed:  # each distinct data set and batch setting once: a bad file stops the sweep here
                     key = (repr(cfg.data), cfg.trainer.val_fraction, cfg.trainer.batch_size, cfg.trainer.drop_last)
-                    if key not in checked:
-                        checked_data(cfg)
-                        checked.add(key)
+                    if key not in shapes:
+                        data, split = checked_data(cfg)
+                        shapes[key] = (data.x.shape[1], len(split.train))
+                    require_latent_size(cfg.latent_dim, *shapes[key])  # every swept latent_dim, not the first one
             except (UserError, HydraException, OmegaConfBaseException) as e:
                 # Hydra turns a callback's exception into a warning and goes on; a bad value must stop here.
                 from vaebench.hints import with_fix
@@ -155,9 +156,12 @@ class SweepCallback(Callback):
             sweep_dir.mkdir(parents=True, exist_ok=True)
             (sweep_dir / PROGRESS_FILE).touch()
             (sweep_dir / SWEEP_FILE).write_text(json.dumps(invocation))
-        except OSError as e:  # each job that cannot write says so itself; the others still run
-            print(f"vaebench: warning: cannot write in the sweep directory {sweep_dir} ({e.strerror or e}); "
-                  f"jobs that need to write there will say so", file=sys.stderr)
+        except OSError as e:  # Hydra's multirun.yaml, next, would fail with a traceback: nothing can run
+            where = e.filename or sweep_dir
+            print(f"vaebench: error: cannot write in the sweep directory {sweep_dir} ({e.strerror or e}: {where}); "
+                  f"make it writable (or make room) and rerun the same command to resume, or choose another "
+                  f"hydra.sweep.dir", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         if jobs and not trials:
             log.info("%s", announce(len(jobs), sweep_dir, bool(config.get("resume", True))))
         elif total:
@@ -168,10 +172,11 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         invocation = this_invocation(sweep_dir)
         lines = [e for e in progress_entries(sweep_dir) if e.get("sweep") == invocation.get("id")]
-        counts = Counter(e["status"] for e in lines)
+        counts = Counter(e["status"] for e in lines) + job_counts(invocation.get("jobs"), len(lines))
         started = invocation.get("started") or time.time()
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        message = f"sweep done: {len(lines)} jobs ({summary}) in {time.time() - started:.1f} s; results in {sweep_dir}"
+        message = (f"sweep done: {sum(counts.values())} jobs ({summary}) in {time.time() - started:.1f} s; results "
+                   f"in {sweep_dir}")
         log.info(message)
         # One line per device that failed for good, with the jobs its worker then left: the exit status is 1.
         failures: dict[str, int] = {}
@@ -183,6 +188,19 @@ class SweepCallback(Callback):
                   f"command to resume them", file=sys.stderr, flush=True)
         global failed_devices
         failed_devices = len(failures)
+
+
+def job_counts(total: Optional[int], recorded: int) -> Counter:
+    """The jobs of this invocation that left no line in the progress file, by why: each said so in its own line
+    (an output it could not write, a cluster job that ended without a result); the rest finished, but the
+    progress file could not take their line (a full disk)."""
+    from vaebench import cluster
+
+    launcher = sys.modules.get("vaebench.launcher")  # imported only by a joblib sweep
+    counts = Counter({"not written": launcher.unwritable_jobs if launcher else 0, "no result": cluster.unfinished_jobs})
+    if total and recorded + sum(counts.values()) < total:
+        counts["unrecorded (the progress file could not be written)"] = total - recorded - sum(counts.values())
+    return +counts  # the zero counts dropped
 
 
 def announce(n_jobs: int, sweep_dir: Path, resume: bool) -> str:

@@ -65,6 +65,28 @@ def device_broke(result: Result, device: torch.device, error: str) -> None:
     log.error("the device is broken for this process: %s", mark_broken(device, result.device_name, error))
 
 
+def identity(cfg: DictConfig, kind: Optional[str] = None) -> tuple[Any, dict[str, Any], str]:
+    """The job's checked config, its resolved values and its config_hash (what a resume compares). kind: where it
+    trains (cpu or cuda), when not this machine's (a SLURM node)."""
+    typed = validate(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    kind = kind or device_type(typed.device)
+    return typed, resolved, config_hash(device_identity(resolved, kind), schema_defaults(typed))
+
+
+def finished(cfg: DictConfig, out_dir: Path, multirun: bool, kind: Optional[str] = None) -> Optional[dict[str, Any]]:
+    """The finished result a resume keeps for this job, or None when it must run (resume=false included)."""
+    typed, _, cfg_hash = identity(cfg, kind)
+    if not typed.resume:
+        return None
+    done = finished_result(out_dir, cfg_hash)
+    wants = artifacts.wanted(typed.trainer, multirun)
+    if done is not None and (done[F.status] != "ok"  # a failed run saves nothing
+                             or artifacts.present(out_dir, wants, artifacts.anndata_input(typed.data))):
+        return done
+    return None
+
+
 def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_bar: bool = False,
         slot_dir: Optional[Path] = None, multirun: bool = False) -> dict[str, Any]:
     """Run the job `cfg` into out_dir and return its result (also written as out_dir/result.json), with the
@@ -73,19 +95,14 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     slot_dir: in a sweep, the directory of the GPU slot files (vaebench.claim.gpu_slot): a worker keeps one GPU.
     Raises DeviceFailed, writing nothing, when an earlier job of this process broke its device."""
     checked = time.perf_counter()
-    typed = validate(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    typed, resolved, cfg_hash = identity(cfg)
     kind = device_type(typed.device)
-    cfg_hash = config_hash(device_identity(resolved, kind), schema_defaults(typed))
     out_dir.mkdir(parents=True, exist_ok=True)
     wants = artifacts.wanted(typed.trainer, multirun)
-    if typed.resume:
-        done = finished_result(out_dir, cfg_hash)
-        kept = done is not None and (done[F.status] != "ok"  # a failed run saves nothing
-                                     or artifacts.present(out_dir, wants, artifacts.anndata_input(typed.data)))
-        if kept:
-            log.info("skipped: %s already holds a finished result (status %s)", out_dir, done[F.status])
-            return {**done, "skipped": True, F.wall_time_s: time.perf_counter() - checked}
+    done = finished(cfg, out_dir, multirun)
+    if done is not None:
+        log.info("skipped: %s already holds a finished result (status %s)", out_dir, done[F.status])
+        return {**done, "skipped": True, F.wall_time_s: time.perf_counter() - checked}
     if broken():
         raise DeviceFailed(broken())
 
@@ -169,14 +186,21 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     result.wall_time_s = round(time.perf_counter() - started, 3)
     result.peak_memory_mb, result.peak_memory_kind = peak_memory_mb(device)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    unwritable = metrics.failed  # a full disk or a read-only directory: the command says so in one line, exit 2
     if result.status == "ok" and not result.device_failed:  # before result.json: a run killed in between
         try:                                                     # trains again on resume
             artifacts.save(out_dir, wants, outcome.model, typed, resolved, data, x, split)
         except Exception as e:  # noqa: BLE001 - the trained result is kept; a resume trains again for the files
             result.artifact_error = f"{type(e).__name__}: {e}"
-            log.error("saving the artifacts failed; the result is kept:\n%s", traceback.format_exc())
+            if isinstance(e, OSError):  # a full disk, a read-only directory: no bug to trace
+                log.error("saving the artifacts failed (%s); the result is kept", result.artifact_error)
+                unwritable = unwritable or e
+            else:
+                log.error("saving the artifacts failed; the result is kept:\n%s", traceback.format_exc())
     write_result(out_dir, result)
     tracker.finish(result, out_dir)  # after result.json: a tracking failure can no longer cost the result
     release_memory(device)
     log.info("%s", describe(result.to_dict()))
+    if unwritable is not None:  # the result is written; the files it lacks are the user's to make room for
+        raise unwritable
     return result.to_dict()

@@ -99,6 +99,9 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one progress line per job
         logging.getLogger("alembic").setLevel(logging.WARNING)  # the store's table creation, line by line
+        # A server that is down: urllib3 logs each retry ("Retrying (Retry(total=1, ...)) after connection broken")
+        # into the sweep's progress; the one warning below says it instead.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
         self.uri = tracking_uri(logger_cfg.tracking_uri)
         self.client, self.run_id = None, None
         sweep, overrides = sweep_context(multirun)
@@ -117,15 +120,18 @@ class MlflowTracker:
             message = f"mlflow tracking at {self.uri} failed, this run goes on untracked: {type(e).__name__}: {e}"
             message = message.splitlines()[0][:500]
             print(f"vaebench: warning: {message}", file=sys.stderr, flush=True)
-            log.warning("%s", message)
+            to_log_file(logging.WARNING, message)  # run.log's copy: the console already has the line above
 
     def _open(self, experiment: str, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None:
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
-        client = MlflowClient(tracking_uri=self.uri)
         with _sqlite_lock(self.uri):
+            # Under the lock: the client opens the store as it is made, and a new SQLite store is created and
+            # migrated then; parallel jobs that did so together failed ("Online migration expected to match one
+            # row", "table _alembic_tmp_experiments already exists") and went untracked.
+            client = MlflowClient(tracking_uri=self.uri)
             found = client.get_experiment_by_name(experiment)
             if found is None:
                 artifacts = None
@@ -140,6 +146,7 @@ class MlflowTracker:
                     experiment_id = found.experiment_id
             else:
                 experiment_id = found.experiment_id
+            close_stale_runs(client, experiment_id, tags["vaebench.run_dir"])
             run = client.create_run(experiment_id, run_name=run_name)
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), BATCH):
@@ -178,6 +185,28 @@ class MlflowTracker:
             self.client.set_terminated(self.run_id, "FINISHED" if values[F.status] == "ok" else "FAILED")
 
         self._call(close)
+
+
+def close_stale_runs(client: Any, experiment_id: str, run_dir: str) -> None:
+    """Runs of this job's directory that are still RUNNING belong to an attempt that was killed (SIGTERM, kill -9:
+    the process could not end its run): this job holds the directory's claim, so none is alive. Each is ended as
+    KILLED and deleted (MLflow keeps deleted runs, restorable), so a resumed sweep shows one run per job."""
+    quoted = run_dir.replace("'", "\\'")
+    stale = client.search_runs([experiment_id], filter_string=f"tags.`vaebench.run_dir` = '{quoted}' and "
+                               "attributes.status = 'RUNNING'", max_results=100)
+    for found in stale:
+        client.set_terminated(found.info.run_id, "KILLED")
+        client.delete_run(found.info.run_id)
+        log.info("mlflow: run %s of %s was left RUNNING by a stopped attempt: ended as KILLED and deleted",
+                 found.info.run_id, run_dir)
+
+
+def to_log_file(level: int, message: str) -> None:
+    """A record for the job's run.log only (the file handlers of the root logger), not the console."""
+    record = log.makeRecord(log.name, level, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and level >= handler.level:
+            handler.handle(record)
 
 
 def _is_number(value: Any) -> bool:

@@ -146,6 +146,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f"--format {args.format}: use one or more of {','.join(FORMATS)}")
     first = args.paths[0]
     args.out = args.out or ((first if first.is_dir() else first.parent) / "aggregate")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; --out names a directory (created when missing)")
     return args
 
 
@@ -155,5 +157,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         aggregate(args.paths, args.out, args.metric, args.formats)
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a read-only or full output directory: one line, as for every output vaebench writes
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{PROG}: error: cannot write the aggregate ({e.strerror or e}{where}); choose another --out",
+              file=sys.stderr)
         sys.exit(2)
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
 from vaebench.errors import UserError
+
+MAX_SEED = 2**32 - 1  # seeds go to numpy, torch and scikit-learn, whose random_state stops here (config.MAX_SEED)
 
 
 @dataclass
@@ -17,8 +20,9 @@ class DataConfig:
     test_fraction: float = 0.0  # rows held out from training and selection (data/split.py); 0 = no test rows
 
     def __post_init__(self) -> None:
-        if self.split_seed is not None and self.split_seed < 0:
-            raise UserError(f"config key 'data.split_seed': must be >= 0 or null, got {self.split_seed}")
+        if self.split_seed is not None and not 0 <= self.split_seed <= MAX_SEED:
+            raise UserError(f"config key 'data.split_seed': must be in 0 ... {MAX_SEED} (2**32 - 1, as seed) or null, "
+                            f"got {self.split_seed}")
         if not 0 <= self.test_fraction < 1:
             raise UserError(f"config key 'data.test_fraction': must be in [0, 1), got {self.test_fraction}")
 
@@ -124,6 +128,22 @@ class PublicDataConfig(XenaDataConfig):
         if not self.url and not self.path:
             raise UserError(f"config key 'data.url': data={self.name} needs the url to fetch (or data.path=FILE)")
         super().__post_init__()
+        self.sha256 = sha256_value("data.sha256", self.sha256)
+        self.labels_sha256 = sha256_value("data.labels_sha256", self.labels_sha256)
+
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_value(key: str, value: Optional[str]) -> Optional[str]:
+    """A SHA-256 as 64 hex digits (lower case; a 'sha256:' prefix, as pooch writes it, is dropped), or null."""
+    if value is None:
+        return None
+    digest = str(value).strip().lower().removeprefix("sha256:")
+    if not SHA256.fullmatch(digest):
+        raise UserError(f"config key '{key}': a SHA-256 is 64 hexadecimal digits, got {str(value)[:80]!r} "
+                        f"({len(str(value))} characters); copy it from the publisher, or null to record it on first download")
+    return digest
 
 
 # conf/data/tybalt.yaml is xena with tybalt's settings: same schema, same loader.

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import stat
+import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -72,6 +73,12 @@ class Source:
 
     def refuse(self, problem: str, fix: str) -> UserError:
         return UserError(f"{self.what} '{self.shown}': {problem}; {fix}")
+
+    @property
+    def configured(self) -> bool:
+        """Named by a data.* config key (a run's data), so hints may name config keys; vaebench-embed's MATRIX
+        is read with a saved model's preparation, which no key of its command line changes."""
+        return self.key.startswith("data.")
 
     def magic(self) -> bytes:
         with open(self.path, "rb") as f:
@@ -246,13 +253,15 @@ def read_table(src: Source, label_column: Optional[str]) -> Matrix:
             raise src.refuse(f"has no column '{label_column}'", "set data.label_column to one of its column names, "
                              "or give the labels in a side file with data.labels_path")
         label_at = header.index(label_column, 1)
-    fix = "every value must be a number" + ("" if label_column else
-                                             "; if this column holds labels, name it with data.label_column")
+    fix = "every value must be a number" + (
+        "" if label_column else "; if this column holds labels, name it with data.label_column" if src.configured
+        else "; drop the columns that are not genes (labels, notes): only the first column may hold text")
     table = _read_text(src, header, sep, gz, {0} if label_at is None else {0, label_at}, fix)
     genes = [i for i in range(1, len(header)) if i != label_at]
     ids = _ids(src, table.column(0), "sample id")
     _require_id_column(src, header[0], ids)
     matrix = Matrix(values=_columns_as_rows(table, genes).T, sample_ids=ids, gene_names=[header[i] for i in genes])
+    require_orientation(src, matrix, genes_in_rows=False)
     if label_at is not None:
         matrix.labels = _labels(src, matrix.sample_ids, table.column(label_at).to_pylist())
     return matrix
@@ -294,6 +303,7 @@ def _read_parquet(src: Source, label_column: Optional[str]) -> Matrix:
     if np.iscomplexobj(values):
         raise src.refuse(*_complex(values))
     matrix = Matrix(values=values.astype(np.float64), sample_ids=[str(s) for s in ids], gene_names=genes)
+    require_orientation(src, matrix, genes_in_rows=False)
     if label_column is not None:
         matrix.labels = _labels(src, matrix.sample_ids, frame[label_column].tolist())
     return matrix
@@ -334,7 +344,9 @@ def read_xena(src: Source, sample_id_length: Optional[int], sort_samples: bool) 
                          "for a samples x genes .parquet or .npy use data=table, for .h5ad data=h5ad")
     header, sep, gz = _text_header(src)
     table = _read_text(src, header, sep, gz, {0})
-    symbols = [gene.split("|")[0] for gene in _ids(src, table.column(0), "gene id")]
+    gene_ids = _ids(src, table.column(0), "gene id")
+    require_orientation(src, Matrix(np.empty((0, 0)), header[1:], gene_ids), genes_in_rows=True)
+    symbols = [gene.split("|")[0] for gene in gene_ids]
     counts = Counter(symbols)
     keep = np.array([i for i, s in enumerate(symbols) if s != "?" and counts[s] == 1], dtype=np.int64)
     duplicated = sorted(s for s, c in counts.items() if c > 1 and s != "?")
@@ -361,10 +373,14 @@ def read_h5ad(src: Source, layer: Optional[str], label_column: Optional[str]) ->
                          "install it with: pip install -e '.[h5ad]' in the vaebench clone (make install includes it)") from None
     if not src.magic().startswith(HDF5):
         raise src.refuse("is not an HDF5 (.h5ad) file", "read a csv/tsv with data=table, a Xena matrix with data=xena")
-    try:
-        adata = anndata.read_h5ad(src.path)
+    try:  # anndata's warnings (old formats, names made unique) go to the log, after reading: never before a refusal
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            adata = anndata.read_h5ad(src.path)
     except Exception as e:  # noqa: BLE001 - h5py and anndata raise many types for a damaged file
         raise src.refuse(f"cannot be read as AnnData ({type(e).__name__}: {one_line(e)})", REDOWNLOAD) from None
+    for warning in said:
+        log.info("%s: anndata: %s", src.shown, one_line(warning.message))
     if layer is not None and layer not in adata.layers:
         raise src.refuse(f"has no layer '{layer}' (layers: {', '.join(adata.layers) or 'none'})",
                          "set data.layer to one of them, or null for X")
@@ -390,6 +406,46 @@ def read_h5ad(src: Source, layer: Optional[str], label_column: Optional[str]) ->
         matrix.labels = _labels(src, matrix.sample_ids, [None if missing else str(v) for v, missing in
                                                          zip(column.tolist(), column.isna().tolist())])
     return matrix
+
+
+# ---- orientation: samples x genes or genes x samples ----------------------------------------------------
+
+# Ids that name genes beyond doubt: Ensembl gene ids (human ENSG, mouse ENSMUSG, ...), Xena's SYMBOL|Entrez.
+GENE_ID = re.compile(r"^(ENS[A-Z]*G\d{6,}(\.\d+)?|[A-Za-z0-9][A-Za-z0-9.\-]*\|\d+)$")
+# Ids that name samples beyond doubt: TCGA barcodes (R's read.table writes their '-' as '.'), cell barcodes
+# (10x: 16 bases, a '-1' suffix), GEO and SRA accessions.
+SAMPLE_ID = re.compile(r"^(TCGA[-.][A-Z0-9]{2}[-.][A-Z0-9]{4}([-.][0-9A-Z]{2,4})*|[ACGTN]{12,}(-\d+)?|GSM\d+|[SED]RR\d+)$")
+ID_SHARE = 0.8  # the share of an axis's ids that must match to call it named by genes (or samples)
+
+
+def _share(ids: list[str], pattern: re.Pattern) -> float:
+    sample = [str(i) for i in ids[:2000]]
+    return sum(bool(pattern.match(i)) for i in sample) / len(sample) if sample else 0.0
+
+
+def require_orientation(src: Source, matrix: Matrix, genes_in_rows: bool) -> None:
+    """Refuse a matrix read in the wrong orientation: a genes x samples file given as data=table (its sample ids
+    are gene ids, its genes are samples) or a samples x genes file given as data=xena. Decided by the ids alone,
+    when one axis is named by gene ids (Ensembl, SYMBOL|Entrez) or sample ids (TCGA or cell barcodes, GEO/SRA
+    accessions) beyond doubt and the other axis does not say the opposite; ids of neither kind pass."""
+    samples, genes = matrix.sample_ids, matrix.gene_names  # as read: samples are what the layout takes for them
+    swapped = max(_share(samples, GENE_ID), _share(genes, SAMPLE_ID)) >= ID_SHARE
+    as_read = max(_share(samples, SAMPLE_ID), _share(genes, GENE_ID)) >= ID_SHARE
+    if not swapped or as_read:
+        return
+    first = str(samples[0]) if samples else ""
+    if genes_in_rows:
+        problem = (f"looks samples x genes, not genes x samples as data={'xena' if src.configured else 'its layout'} "
+                   f"reads it: its first column holds sample ids ('{genes[0]}', ...) and its header gene ids ('{first}', ...)")
+        fix = ("read a samples x genes table with data=table" if src.configured
+               else "the model was trained on a genes x samples (Xena) matrix: transpose this file")
+    else:
+        problem = (f"looks genes x samples, not samples x genes as {'data=table' if src.configured else 'its layout'} "
+                   f"reads it: its first column holds gene ids ('{first}', ...) and its header sample ids "
+                   f"('{genes[0]}', ...)")
+        fix = ("read a genes x samples matrix with data=xena, or transpose the file" if src.configured
+               else "the model was trained on a samples x genes table: transpose this file")
+    raise src.refuse(problem, fix)
 
 
 # ---- labels ------------------------------------------------------------------------------------------

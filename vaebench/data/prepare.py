@@ -133,7 +133,9 @@ def fill_missing(matrix: Matrix, policy: NanPolicy, src: Source) -> int:
     count = int(missing.sum())
     if count and policy is NanPolicy.error:
         raise src.refuse(f"{count} missing (NaN) values, {_first(missing, matrix)}",
-                         "fix the file, or set data.nan_policy=zero to read them as 0 (as tybalt did)")
+                         "fix the file, or set data.nan_policy=zero to read them as 0 (as tybalt did)" if src.configured
+                         else "fill them in the file: the model was trained with data.nan_policy=error, so its input "
+                         "may hold no NaN")
     x[missing] = 0.0
     return count
 
@@ -172,7 +174,8 @@ def apply_log1p(matrix: Matrix, src: Source) -> None:
         raise src.refuse(f"data.log1p=true, but {int(negative.sum())} values are negative "
                          f"(min {x.min():.4g}), {_first(negative, matrix)}",
                          "log1p needs counts >= 0; negative values suggest the file is log-scaled already: "
-                         "set data.log1p=false")
+                         "set data.log1p=false" if src.configured else "log1p needs counts >= 0: the model was trained "
+                         "on counts (data.log1p=true), so give this matrix as counts too, not log-scaled")
     np.log1p(x, out=x)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import logging
 import sys
@@ -20,6 +21,7 @@ from typing import Optional
 import pooch
 import requests
 
+from vaebench.atomic import replace_atomically
 from vaebench.data.config import PublicDataConfig, XenaDataConfig
 from vaebench.errors import UserError
 
@@ -30,13 +32,49 @@ DOWNLOADS = "downloads"  # under the cache root
 
 def local_config(cfg: PublicDataConfig, cache_root: Path) -> XenaDataConfig:
     """cfg as a plain `xena` config whose paths are local files: data.path / data.labels_path when given
-    (a copy fetched by hand), else the downloaded ones."""
-    path = cfg.path or str(fetch(cfg.url, cfg.sha256, cache_root, "data.path"))
+    (a copy fetched by hand, checked against data.sha256 / data.labels_sha256 when set), else the downloaded ones."""
+    if cfg.path:
+        path = cfg.path
+        check_local(path, cfg.sha256, "data.path", "data.sha256")
+    else:
+        path = str(fetch(cfg.url, cfg.sha256, cache_root, "data.path"))
     labels = cfg.labels_path
-    if labels is None and cfg.labels_url:
+    if labels is not None:
+        check_local(labels, cfg.labels_sha256, "data.labels_path", "data.labels_sha256")
+    elif cfg.labels_url:
         labels = str(fetch(cfg.labels_url, cfg.labels_sha256, cache_root, "data.labels_path"))
     plain = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(XenaDataConfig)}
     return XenaDataConfig(**{**plain, "name": "xena", "path": path, "labels_path": labels})
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256, once per process for a file unchanged since (a sweep worker checks it once)."""
+    st = path.stat()
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_local(given: str, sha256: Optional[str], key: str, sha_key: str) -> None:
+    """A file given by hand (data.path) checked against the published SHA-256 when the config has one."""
+    if sha256 is None:
+        return
+    path = Path(given).expanduser()
+    try:
+        actual = sha256_of(path)
+    except OSError:  # missing or unreadable: the reader names it (vaebench.data.files.Source.open)
+        return
+    if actual != sha256:
+        raise UserError(f"data file '{given}' ({key}): its SHA-256 is {actual}, not {sha256} ({sha_key}); the file "
+                        f"differs from the published one (damaged, cut short, or another version): download it again, "
+                        f"or set {sha_key}=null to use it unchecked")
 
 
 def file_name(url: str) -> str:
@@ -58,7 +96,14 @@ def fetch(url: str, sha256: Optional[str], cache_root: Path, key: str) -> Path:
 def _fetch(url: str, sha256: Optional[str], folder: Path, name: str, key: str) -> Path:
     record = folder / f"{name}.sha256"
     known = sha256 or (record.read_text().strip() if record.is_file() else None)
-    if not (folder / name).is_file():
+    copy = folder / name
+    if copy.is_file() and known and sha256_of(copy) != known:
+        # pooch would download it again over the copy without a word: a copy that changed on disk is named
+        # instead, and kept, for the user to look at (a damaged disk, an edit, a partial copy put there by hand).
+        raise UserError(f"data: the downloaded copy {copy} of {url} changed on disk (its SHA-256 is "
+                        f"{sha256_of(copy)}, not the {'published' if sha256 else 'recorded'} {known}); delete it to "
+                        f"download it again, or set {key}=FILE to use a copy of your own")
+    if not copy.is_file():
         log.info("downloading %s into %s", url, folder)
     try:
         path = Path(pooch.retrieve(url, known_hash=f"sha256:{known}" if known else None, fname=name, path=folder,
@@ -67,11 +112,12 @@ def _fetch(url: str, sha256: Optional[str], folder: Path, name: str, key: str) -
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if isinstance(e, ValueError) and "hash" in reason.lower():
             reason = f"its SHA-256 is not {known} (the {'published' if sha256 else 'recorded'} one)"
-        raise UserError(f"data: cannot fetch {url} ({reason}); nothing was kept. Download it by hand and set "
+        kept = "nothing was kept" if not copy.is_file() else f"{copy} is left as it was"
+        raise UserError(f"data: cannot fetch {url} ({reason}); {kept}. Download it by hand and set "
                         f"{key}=FILE") from None
     if known is None:
-        digest = pooch.file_hash(str(path), alg="sha256")
-        record.write_text(digest + "\n")
+        digest = sha256_of(path)
+        replace_atomically(record, lambda tmp: tmp.write_text(digest + "\n"))  # whole or absent
         log.info("%s: SHA-256 %s recorded; later uses are checked against it", url, digest)
     return path
 

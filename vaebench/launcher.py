@@ -76,10 +76,10 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
 
 def workers_wanted(n_jobs: Any, jobs: int) -> int:
     """joblib's n_jobs as a number of processes: -1 = one per CPU, -2 = all but one, ...; at most one per job."""
-    from vaebench.device import available_cpus
-
     n = int(n_jobs or 1)
     if n < 0:
+        from vaebench.device import available_cpus  # imports torch: only when the CPUs are counted
+
         n = max(1, available_cpus() + 1 + n)
     return max(1, min(n, jobs))
 

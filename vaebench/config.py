@@ -20,7 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vaebench.data.config import DATA_SCHEMAS
-from vaebench.errors import UserError, require
+from vaebench.errors import UserError, auto_or, require
 from vaebench.models import MODEL_CONFIGS
 
 
@@ -100,12 +100,8 @@ class TrainerConfig:
         require(self.max_epochs >= 1, "trainer.max_epochs", f"must be >= 1, got {self.max_epochs}")
         require(self.rel_tol >= 0, "trainer.rel_tol", f"must be >= 0, got {self.rel_tol}")
         require(self.patience >= 1, "trainer.patience", f"must be >= 1, got {self.patience}")
+        self.batch_size = auto_or(self.batch_size, "trainer.batch_size", int, "a whole number >= 2")
         if self.batch_size != "auto":
-            try:
-                self.batch_size = int(self.batch_size)
-            except (TypeError, ValueError):
-                raise UserError(f"config key 'trainer.batch_size': use auto or a whole number >= 2, "
-                                f"got {self.batch_size!r}") from None
             require(self.batch_size >= 2, "trainer.batch_size",
                     f"must be >= 2 (BatchNorm needs two rows), got {self.batch_size}")
         require(self.nll_samples >= 0, "trainer.nll_samples", f"must be >= 0, got {self.nll_samples}")

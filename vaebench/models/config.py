@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from vaebench.errors import UserError, require
+from vaebench.errors import UserError, auto_or, require
 
 
 class LossMode(Enum):
@@ -57,12 +57,8 @@ class ModelConfig:
                 f"must be in (0, 0.5), got {self.min_decoder_variance}")
         require(len(self.hidden_dims) > 0 and all(h > 0 for h in self.hidden_dims),
                 "model.hidden_dims", f"needs one or more positive sizes, got {list(self.hidden_dims)}")
+        self.kld_weight = auto_or(self.kld_weight, "model.kld_weight", float, "a number >= 0")
         if self.kld_weight != "auto":
-            try:
-                self.kld_weight = float(self.kld_weight)
-            except (TypeError, ValueError):
-                raise UserError(f"config key 'model.kld_weight': use auto or a number >= 0, "
-                                f"got {self.kld_weight!r}") from None
             require(math.isfinite(self.kld_weight) and self.kld_weight >= 0, "model.kld_weight",
                     f"must be a finite number >= 0, got {self.kld_weight}")
         require(self.likelihood is Likelihood.gaussian or self.loss_mode is LossMode.elbo, "model.likelihood",

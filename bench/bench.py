@@ -16,6 +16,7 @@ Every figure comes from this one invocation, so ratios compare like with like:
   sweep     a 12-run multirun with 1 and with 2 joblib workers, and the torch threads each job used
   memory    peak memory of InfoVAE at latent 200, batch 1000 (its MMD must not cost batch^2 x latent)
   nll       the held-out likelihood (val_nll_is, K draws per row) against the default run it scores
+  startup   `vaebench --help`, `--cfg job` and a misspelt key: a fresh process each, no training
   omp       the latent-100 epochs again in fresh processes, with the OpenMP runtime's default wait policy
             and with OMP_WAIT_POLICY=PASSIVE (idle threads sleep instead of spinning): on a shared
             machine a spinning thread loses its core and every parallel region waits for it
@@ -42,6 +43,7 @@ import torch
 from common import LATENTS, Context, load
 from epochs import epochs, naive, naive_epochs, omp, opt_in, paired
 from processes import data, likelihood, memory, one_run, sweep
+from startup import startup
 
 
 def child(args: argparse.Namespace) -> None:
@@ -63,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="latent 100 only, 2 repeats, small sweep data")
     parser.add_argument("--repeats", type=int, default=None, help="timed epochs / runs per figure (default 3; quick 2)")
-    parser.add_argument("--only", default="", help="comma-separated sections: epochs,naive,optin,omp,run,sweep,memory,nll "
+    parser.add_argument("--only", default="", help="comma-separated sections: epochs,naive,optin,omp,run,sweep,memory,nll,startup "
                                                    "(data always runs)")
     parser.add_argument("--json", type=Path, help="also write every raw timing here")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
@@ -112,6 +114,8 @@ def main() -> None:
             memory(ctx, "cpu", (200,) if args.quick else (10, 200))
         if wanted("nll"):
             likelihood(ctx)
+        if wanted("startup"):
+            startup(ctx)
         if cuda is not None:
             if wanted("epochs"):
                 epochs(ctx, cuda, latents)

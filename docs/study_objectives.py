@@ -181,7 +181,15 @@ def main() -> None:
     print(table(done_when(runs[runs.objective == "elbo"])))
     if args.calibrated:
         print("\n## The default objective: the best latent-20 run of each model\n")
-        print(table(calibrated_bar(runs[runs.objective == "calibrated"])))
+        calibrated = runs[(runs.objective == "calibrated") & (runs.status == "ok")]
+        print(table(calibrated_bar(calibrated)))
+        variance = calibrated[calibrated.collapsed.eq(False)].decoder_variance
+        print(f"\nThe learned decoder variance (mean over genes) of the {len(variance)} runs that learned: median "
+              f"{variance.median():.2g}, {variance.min():.2g} to {variance.max():.2g}.")
+        print("\n### Collapsed runs of the default objective, by optimizer and learning rate (of the successful runs)\n")
+        collapsed = calibrated.groupby(["optimizer", "lr"]).collapsed.agg(
+            lambda c: f"{int(c.sum())} of {len(c)}").unstack("lr").fillna("none (all diverged)")
+        print(table(collapsed))
     print("\n## Latent size (Adam and RMSprop, lr 1e-3 and 1e-2, seed 0)\n")
     print(table(latent_size(runs)))
     print("\n## The study's claims under each objective")

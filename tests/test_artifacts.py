@@ -25,7 +25,7 @@ from vaebench.latent import posterior
 from vaebench.results import config_hash, read_result
 from vaebench.task import run
 
-QUICK = ["trainer.max_epochs=2", "trainer.batch_size=64", "device=cpu"]
+QUICK = ["trainer.max_epochs=2", "trainer.batch_size=64", "device=cpu", "trainer.threads=1"]  # threads: as conftest.TINY
 GENES = [f"gene{j}" for j in range(24)]
 
 

@@ -4,11 +4,15 @@ handed to a worker whose device an earlier job broke."""
 
 from __future__ import annotations
 
+import time
+
+_import_started = time.perf_counter()  # what importing this module (torch, the loop, scoring) costs a process
+
 import gc
+import json
 import logging
 import platform
 import socket
-import time
 import traceback
 from importlib import metadata
 from datetime import datetime, timezone
@@ -30,11 +34,13 @@ from vaebench.device import (DeviceFailed, available_cpus, broken, deterministic
                              device_type, is_fatal, is_out_of_memory, mark_broken, peak_memory_mb, pick_device,
                              release_memory, reset_peak_memory)
 from vaebench.precheck import checked_data
-from vaebench.progress import MetricsWriter, ProgressBar
+from vaebench.progress import MetricsWriter, ProgressBar, Stopwatch
 from vaebench import tracking
 from vaebench.train import NonFiniteError, fit
 
 log = logging.getLogger(__name__)
+_unpaid_imports = time.perf_counter() - _import_started  # reported by the process's first job, 0 after it
+
 
 # Several jobs share one worker process under joblib: the matrix is loaded and moved to the device once.
 _resident: dict[str, Any] = {"key": None, "tensor": None}
@@ -95,6 +101,9 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     slot_dir: in a sweep, the directory of the GPU slot files (vaebench.claim.gpu_slot): a worker keeps one GPU.
     Raises DeviceFailed, writing nothing, when an earlier job of this process broke its device."""
     checked = time.perf_counter()
+    global _unpaid_imports
+    watch = Stopwatch(imports=_unpaid_imports)  # laps from here; the import only in the process's first job
+    _unpaid_imports = 0.0
     typed, resolved, cfg_hash = identity(cfg)
     kind = device_type(typed.device)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +119,9 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     if kind == "cuda":
         deterministic_cuda()  # before the job's first CUDA work
     device = pick_device(typed.device, slot_dir, typed.jobs_per_gpu)
+    watch.lap("setup")
     data, split = checked_data(typed)
+    watch.lap("data")
     train_idx, val_idx = split.train, split.val  # split.test: held out from training and stopping, scored after
     batch_size = typed.trainer.batch_for(len(train_idx))  # auto: resolved for this split (fit does the same)
 
@@ -134,11 +145,15 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         if bar:
             bar(row)
 
+    watch.lap("setup")
     started = time.perf_counter()
     try:  # from the upload on, every failure is the run's result
         reset_peak_memory(device)
         x = resident_tensor(data, device)
+        watch.lap("upload")
         outcome = fit(typed, x, train_idx, val_idx, on_epoch=on_epoch)
+        # training_other: the model and optimizer, the variance's start, metrics.csv rows, the best weights' copies
+        watch.lap("training_other", epochs=sum(row["seconds"] for row in outcome.history))
         final = outcome.final
         result.update(status="ok", epochs_run=outcome.epochs_run, converged=outcome.converged,
                       stop_reason=outcome.stop_reason, best_epoch=outcome.best_epoch,
@@ -158,11 +173,14 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
         scored(lambda: assess(outcome.model, typed.model, x, data.labels, data.fingerprint, train_idx, val_idx,
                               result.val_recon_mse, batch_size, typed.seed,
                               latent_scores=typed.trainer.latent_metrics, nll_samples=typed.trainer.nll_samples))
+        watch.lap("scoring_other", baselines=result.baseline_seconds or 0.0, nll=result.nll_seconds or 0.0,
+                  latent=result.latent_seconds or 0.0)
         if len(split.test) and not result.device_failed:
             kld_val = typed.model.kld_weights(batch_size, len(train_idx), len(val_idx))[1]
             scored(lambda: held_out_scores(outcome.model, x, data.fingerprint, train_idx, val_idx, split.test,
                                            batch_size, kld_val, typed.trainer.amp, typed.trainer.nll_samples,
                                            typed.seed))
+            watch.lap("test")
         if result.collapsed:
             log.warning("the model did not learn: %s", result.collapse_reason)
     except NonFiniteError as e:
@@ -186,6 +204,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     result.wall_time_s = round(time.perf_counter() - started, 3)
     result.peak_memory_mb, result.peak_memory_kind = peak_memory_mb(device)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    watch.lap("other")  # a failed run's partial training included
     unwritable = metrics.failed  # a full disk or a read-only directory: the command says so in one line, exit 2
     if result.status == "ok" and not result.device_failed:  # before result.json: a run killed in between
         try:                                                     # trains again on resume
@@ -197,10 +216,14 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
                 unwritable = unwritable or e
             else:
                 log.error("saving the artifacts failed; the result is kept:\n%s", traceback.format_exc())
+    watch.lap("artifacts")
+    result.timing = dict(watch.seconds)
     write_result(out_dir, result)
     tracker.finish(result, out_dir)  # after result.json: a tracking failure can no longer cost the result
     release_memory(device)
     log.info("%s", describe(result.to_dict()))
+    watch.lap("result")
+    log.info("timing %s", json.dumps(watch.seconds))  # every part in seconds, the result's write included
     if unwritable is not None:  # the result is written; the files it lacks are the user's to make room for
         raise unwritable
     return result.to_dict()

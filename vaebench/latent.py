@@ -59,7 +59,7 @@ def label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_
     # SciPy's BLAS (the probe's L-BFGS) starts a thread per core in every process; in a sweep each worker has a
     # core and one torch thread, and two workers' idle BLAS threads spinning against each other made one call
     # ~10x slower on a busy 2-core machine. The job's torch thread count is its share of the cores, so its BLAS
-    # gets as many. The scores came out the same with one and with two BLAS threads (tests/test_latent.py).
+    # gets as many. The scores came out the same with one and with two BLAS threads (tests/test_sweep_costs.py).
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         return _label_scores(z_train, y_train, z_val, y_val, seed)
 

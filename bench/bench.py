@@ -19,6 +19,7 @@ Every figure comes from this one invocation, so ratios compare like with like:
   smallepoch  the epoch at TCGA-11's size (1,204 x 3,341, batch 100: 11 steps) with one thread, against its floor
   efficiency  a 16-job sweep at TCGA-11's size under the default objective on 2 workers: the epochs' share of
             the workers' time, command start to the first epoch, and each part of a job's fixed cost
+  startup   `vaebench --help`, `--cfg job` and a misspelt key: a fresh process each, no training
   omp       the latent-100 epochs again in fresh processes, with the OpenMP runtime's default wait policy
             and with OMP_WAIT_POLICY=PASSIVE (idle threads sleep instead of spinning): on a shared
             machine a spinning thread loses its core and every parallel region waits for it
@@ -46,6 +47,7 @@ from common import LATENTS, Context, load
 from epochs import epochs, naive, naive_epochs, omp, opt_in, paired
 from efficiency import efficiency, small_epoch
 from processes import data, likelihood, memory, one_run, sweep
+from startup import startup
 
 
 def child(args: argparse.Namespace) -> None:
@@ -68,7 +70,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="latent 100 only, 2 repeats, small sweep data")
     parser.add_argument("--repeats", type=int, default=None, help="timed epochs / runs per figure (default 3; quick 2)")
     parser.add_argument("--only", default="", help="comma-separated sections: epochs,smallepoch,naive,optin,omp,run,sweep,"
-                                                   "efficiency,memory,nll "
+                                                   "efficiency,memory,nll,startup "
                                                    "(data always runs)")
     parser.add_argument("--json", type=Path, help="also write every raw timing here")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
@@ -121,6 +123,8 @@ def main() -> None:
             memory(ctx, "cpu", (200,) if args.quick else (10, 200))
         if wanted("nll"):
             likelihood(ctx)
+        if wanted("startup"):
+            startup(ctx)
         if cuda is not None:
             if wanted("epochs"):
                 epochs(ctx, cuda, latents)

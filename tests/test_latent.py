@@ -66,3 +66,25 @@ def test_a_collapsed_latent_space_scores_without_convergence_warnings():
         scores = label_scores(z, y, z, y, seed=0)
     assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)], [str(w.message) for w in caught]
     assert scores["latent_ari"] is not None
+
+
+def test_the_probe_reports_each_labels_recall_and_the_worst():
+    """Issue 22: on imbalanced labels the small label's recall is the number that says whether it is found."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(3)
+    big, small = 190, 10
+    # the small label sits half inside the big one: the probe finds about half of it
+    z = np.concatenate([rng.normal(0, 1, (big, 2)), rng.normal([1.0, 0], 1, (small, 2))])
+    y = np.array(["tumour"] * big + ["normal"] * small)
+    scores = label_scores(z[::2], y[::2], z[1::2], y[1::2], seed=0)
+    recall = scores["latent_probe_recall"]
+    assert set(recall) == {"tumour", "normal"}
+    assert scores["latent_probe_min_recall"] == min(recall.values()) == recall["normal"] < 0.5 < recall["tumour"]
+    assert scores["latent_probe_balanced_accuracy"] == pytest.approx(np.mean(list(recall.values())))
+    # the same number sklearn's balanced accuracy gives for that probe
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    scaler = StandardScaler().fit(z[::2])
+    pred = LogisticRegression(max_iter=500).fit(scaler.transform(z[::2]), y[::2]).predict(scaler.transform(z[1::2]))
+    assert scores["latent_probe_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y[1::2], pred))

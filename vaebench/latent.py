@@ -4,7 +4,8 @@ The study ranked configurations by validation reconstruction loss alone; Eltager
 that this does not reflect how well the latent space separates cancer types. After training, on the
 latent means (mu) of the validation samples: k-means with k = number of labels against the labels
 (adjusted Rand index, normalised mutual information), the silhouette of the labels, and a linear probe
-(logistic regression fitted on the training samples' means, balanced accuracy on validation).
+(logistic regression fitted on the training samples' means; on validation its balanced accuracy, the recall of
+each label and the lowest of them, which on imbalanced labels is the small label's).
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def too_few_rows(y_val: np.ndarray) -> Optional[str]:
 
 def label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray,
                  seed: int) -> dict[str, Optional[float]]:
-    """The four scores for latent points with known labels; None where a score is undefined or where
-    too_few_rows says the validation rows cannot carry it."""
+    """The scores (FIELDS) for latent points with known labels, and the probe's recall per label
+    (latent_probe_recall); None where a score is undefined or where too_few_rows says the validation rows
+    cannot carry it."""
     # Imported here: scikit-learn takes about a second to import, and only runs with labels pay for it.
     import sklearn.linear_model  # noqa: F401 - loads SciPy's BLAS: threadpool_limits limits loaded libraries only
     from threadpoolctl import threadpool_limits
@@ -69,8 +71,7 @@ def _label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import (adjusted_rand_score, balanced_accuracy_score, normalized_mutual_info_score,
-                                 silhouette_score)
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, recall_score, silhouette_score
     from sklearn.preprocessing import StandardScaler
 
     scores: dict[str, Optional[float]] = dict.fromkeys(FIELDS)
@@ -92,6 +93,10 @@ def _label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y
         if len(np.unique(y_train)) >= 2:
             scaler = StandardScaler().fit(z_train)  # latent scales differ by orders of magnitude between runs
             probe = LogisticRegression(max_iter=500).fit(scaler.transform(z_train), y_train)
-            scores[F.latent_probe_balanced_accuracy] = float(
-                balanced_accuracy_score(y_val, probe.predict(scaler.transform(z_val))))
+            labels = np.unique(y_val)  # recall of the labels the validation rows hold (a probe class may be absent)
+            recall = recall_score(y_val, probe.predict(scaler.transform(z_val)), labels=labels, average=None,
+                                  zero_division=0)
+            scores[F.latent_probe_balanced_accuracy] = float(recall.mean())  # = balanced_accuracy_score
+            scores[F.latent_probe_min_recall] = float(recall.min())
+            scores[F.latent_probe_recall] = {str(label): float(r) for label, r in zip(labels, recall)}
     return scores

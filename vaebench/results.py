@@ -49,7 +49,8 @@ def _info(doc: str, default: Any = None) -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
-LATENT_SCORES = ("latent_ari", "latent_nmi", "latent_silhouette", "latent_probe_balanced_accuracy")
+LATENT_SCORES = ("latent_ari", "latent_nmi", "latent_silhouette", "latent_probe_balanced_accuracy",
+                 "latent_probe_min_recall")
 LATENT_REFERENCES = ("untrained", "pca")  # the same scores for an untrained network and for PCA, same k
 
 
@@ -116,15 +117,22 @@ class Result:
     latent_ari: Optional[float] = _metric("higher", "k-means on latent means vs labels: adjusted Rand index")
     latent_nmi: Optional[float] = _metric("higher", "k-means on latent means vs labels: normalised mutual info")
     latent_silhouette: Optional[float] = _metric("higher", "silhouette of the labels in the latent means")
-    latent_probe_balanced_accuracy: Optional[float] = _metric("higher", "linear probe, balanced accuracy")
+    latent_probe_balanced_accuracy: Optional[float] = _metric("higher", "linear probe, balanced accuracy (the mean "
+                                                                        "of the labels' recalls)")
+    latent_probe_min_recall: Optional[float] = _metric("higher", "linear probe, the recall of the label it finds "
+                                                                 "worst: on imbalanced labels (tumour / normal) the "
+                                                                 "small label's")
+    latent_probe_recall: Optional[dict] = _info("linear probe, the recall of each label (validation rows)")
     latent_ari_untrained: Optional[float] = _metric("higher", "latent_ari of the untrained network (same seed)")
     latent_nmi_untrained: Optional[float] = _metric("higher", "latent_nmi of the untrained network")
     latent_silhouette_untrained: Optional[float] = _metric("higher", "latent_silhouette of the untrained network")
     latent_probe_balanced_accuracy_untrained: Optional[float] = _metric("higher", "probe of the untrained network")
+    latent_probe_min_recall_untrained: Optional[float] = _metric("higher", "probe of the untrained network")
     latent_ari_pca: Optional[float] = _metric("higher", "latent_ari of PCA with k = latent_dim")
     latent_nmi_pca: Optional[float] = _metric("higher", "latent_nmi of PCA with k = latent_dim")
     latent_silhouette_pca: Optional[float] = _metric("higher", "latent_silhouette of PCA with k = latent_dim")
     latent_probe_balanced_accuracy_pca: Optional[float] = _metric("higher", "probe of PCA with k = latent_dim")
+    latent_probe_min_recall_pca: Optional[float] = _metric("higher", "probe of PCA with k = latent_dim")
     latent_seconds: Optional[float] = _metric("lower", "seconds the latent scores took")
     baseline_seconds: Optional[float] = _metric("lower", "seconds the baselines and collapse diagnostics took "
                                                          "(near 0 when cached)")

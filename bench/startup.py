@@ -1,0 +1,35 @@
+"""Start-up: the commands a user types before any training, `vaebench --help`, `--cfg job` and a misspelt key,
+each a fresh process as the user runs it. Target under a second on an idle machine (issue 22); the CPU time of
+the process (user + sys, its children included) is the figure other processes' load hardly moves."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import time
+
+from common import REPO, Context, median, secs, vaebench_exe
+
+COMMANDS = (("--help", ["--help"], 0), ("--cfg job", ["--cfg", "job"], 0), ("a misspelt key", ["latnt_dim=5"], 2))
+
+
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def startup(ctx: Context, repeats: int = 5) -> None:
+    for label, args, status in COMMANDS:
+        walls, cpus = [], []
+        for _ in range(repeats):
+            cpu_before, started = cpu_of_children(), time.perf_counter()
+            proc = subprocess.run([vaebench_exe(), *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+            walls.append(time.perf_counter() - started)
+            cpus.append(cpu_of_children() - cpu_before)
+            if proc.returncode != status:
+                raise SystemExit(f"bench: vaebench {' '.join(args)} exited {proc.returncode}, expected {status}: "
+                                 f"{proc.stderr[-1000:]}")
+        wall, cpu = median(walls), median(cpus)
+        ctx.table.add("startup", f"vaebench {' '.join(args)} ({label})", secs(wall), target="< 1 s", met=wall < 1.0,
+                      note=f"CPU time {secs(cpu)}; median of {repeats} fresh processes")
+        ctx.raw.setdefault("startup", {})[label] = {"wall": walls, "cpu": cpus}

@@ -115,16 +115,16 @@ def efficiency(ctx: Context) -> None:
         values = parts[part]
         if not any(values):
             continue
-        paid = [v for v in values if v >= 0.005]
+        paid = [v for v in values if v >= 0.005] or [0.0]
         ctx.table.add("efficiency", f"part: {WHAT[part]}", secs(sum(values)), reference=secs(worker_s),
-                      ratio=sum(values) / worker_s,
-                      note=f"{len(paid)} of {len(jobs)} jobs paid it; median of those {median(paid):.3f} s, most {max(values):.3f} s")
+                      note=f"{100 * sum(values) / worker_s:.1f} % of the workers' time; {len(paid)} of {len(jobs)} "
+                           f"jobs paid it, median of those {median(paid):.3f} s, most {max(values):.3f} s")
     ctx.table.add("efficiency", "part: a job's time outside vaebench.task.run", secs(in_jobs - accounted),
-                  reference=secs(worker_s), ratio=(in_jobs - accounted) / worker_s,
-                  note="Hydra's job set-up (config, run.log, .hydra/), the cli's resume check and progress line")
+                  reference=secs(worker_s), note=f"{100 * (in_jobs - accounted) / worker_s:.1f} % of the workers' "
+                  f"time; Hydra's job (run.log, .hydra/ written before), the cli's resume check and progress line")
     ctx.table.add("efficiency", "part: workers' start-up and idle time", secs(worker_s - in_jobs), reference=secs(worker_s),
-                  ratio=(worker_s - in_jobs) / worker_s,
-                  note="spawn and imports before a worker's first job, and waiting for the last job at the end")
+                  note=f"{100 * (worker_s - in_jobs) / worker_s:.1f} % of the workers' time; spawn and imports before a "
+                       f"worker's first job, waiting for the last job at the end")
     ctx.raw["efficiency"] = {"command_s": command, "sweep_s": sweep_s, "epochs_s": epochs, "share": share,
                              "to_first_epoch_s": to_first, "sweep_started_s": sweep_started - started,
                              "first_job_s": first_job - started, "jobs": jobs}

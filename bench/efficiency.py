@@ -121,10 +121,10 @@ def efficiency(ctx: Context) -> None:
                            f"jobs paid it, median of those {median(paid):.3f} s, most {max(values):.3f} s")
     ctx.table.add("efficiency", "part: a job's time outside vaebench.task.run", secs(in_jobs - accounted),
                   reference=secs(worker_s), note=f"{100 * (in_jobs - accounted) / worker_s:.1f} % of the workers' "
-                  f"time; Hydra's job (run.log, .hydra/ written before), the cli's resume check and progress line")
+                  f"time; the cli's resume check, job claim and progress line (a job as threads_probe.py sees it)")
     ctx.table.add("efficiency", "part: workers' start-up and idle time", secs(worker_s - in_jobs), reference=secs(worker_s),
                   note=f"{100 * (worker_s - in_jobs) / worker_s:.1f} % of the workers' time; spawn and imports before a "
-                       f"worker's first job, waiting for the last job at the end")
+                       f"worker's first job, Hydra's set-up of each job (its config, .hydra/), waiting for the last job at the end")
     ctx.raw["efficiency"] = {"command_s": command, "sweep_s": sweep_s, "epochs_s": epochs, "share": share,
                              "to_first_epoch_s": to_first, "sweep_started_s": sweep_started - started,
                              "first_job_s": first_job - started, "jobs": jobs}

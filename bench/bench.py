@@ -16,6 +16,9 @@ Every figure comes from this one invocation, so ratios compare like with like:
   sweep     a 12-run multirun with 1 and with 2 joblib workers, and the torch threads each job used
   memory    peak memory of InfoVAE at latent 200, batch 1000 (its MMD must not cost batch^2 x latent)
   nll       the held-out likelihood (val_nll_is, K draws per row) against the default run it scores
+  smallepoch  the epoch at TCGA-11's size (1,204 x 3,341, batch 100: 11 steps) with one thread, against its floor
+  efficiency  a 16-job sweep at TCGA-11's size under the default objective on 2 workers: the epochs' share of
+            the workers' time, command start to the first epoch, and each part of a job's fixed cost
   startup   `vaebench --help`, `--cfg job` and a misspelt key: a fresh process each, no training
   omp       the latent-100 epochs again in fresh processes, with the OpenMP runtime's default wait policy
             and with OMP_WAIT_POLICY=PASSIVE (idle threads sleep instead of spinning): on a shared
@@ -42,6 +45,7 @@ import torch
 
 from common import LATENTS, Context, load
 from epochs import epochs, naive, naive_epochs, omp, opt_in, paired
+from efficiency import efficiency, small_epoch
 from processes import data, likelihood, memory, one_run, sweep
 from startup import startup
 
@@ -65,7 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="latent 100 only, 2 repeats, small sweep data")
     parser.add_argument("--repeats", type=int, default=None, help="timed epochs / runs per figure (default 3; quick 2)")
-    parser.add_argument("--only", default="", help="comma-separated sections: epochs,naive,optin,omp,run,sweep,memory,nll,startup "
+    parser.add_argument("--only", default="", help="comma-separated sections: epochs,smallepoch,naive,optin,omp,run,sweep,"
+                                                   "efficiency,memory,nll,startup "
                                                    "(data always runs)")
     parser.add_argument("--json", type=Path, help="also write every raw timing here")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
@@ -100,6 +105,8 @@ def main() -> None:
         data(ctx)  # always: every other section trains on this matrix
         if wanted("epochs"):
             epochs(ctx, torch.device("cpu"), latents, one_thread=(100,))
+        if wanted("smallepoch"):
+            small_epoch(ctx)
         if wanted("naive"):
             naive(ctx, latents)
         if wanted("optin") and not args.quick:
@@ -110,6 +117,8 @@ def main() -> None:
             one_run(ctx, "cpu")
         if wanted("sweep"):
             sweep(ctx, "cpu", ((1, ""), (2, ""), (1, "PASSIVE")) if cores >= 2 else ((1, ""),))
+        if wanted("efficiency"):
+            efficiency(ctx)
         if wanted("memory"):
             memory(ctx, "cpu", (200,) if args.quick else (10, 200))
         if wanted("nll"):

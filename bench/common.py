@@ -110,6 +110,8 @@ class Context:
     x: Optional[Tensor] = None
     train_idx: Any = None
     val_idx: Any = None
+    shape: tuple[int, ...] = (N_SAMPLES, N_GENES)  # the built-in matrix's samples and genes (and labels)
+    batch: int = BATCH
 
     @property
     def cache(self) -> Path:
@@ -117,8 +119,9 @@ class Context:
 
     @property
     def data_overrides(self) -> list[str]:
-        return [f"data.n_samples={N_SAMPLES}", f"data.n_genes={N_GENES}", f"data.cache_dir={self.cache}",
-                f"trainer.batch_size={BATCH}"]
+        types = [f"data.n_types={self.shape[2]}"] if len(self.shape) > 2 else []
+        return [f"data.n_samples={self.shape[0]}", f"data.n_genes={self.shape[1]}", *types,
+                f"data.cache_dir={self.cache}", f"trainer.batch_size={self.batch}"]
 
 
 def load(ctx: Context) -> None:

@@ -18,8 +18,9 @@ from matmul_floor import Floor, epoch_rows
 
 
 def paired(ctx: Context, model_name: str, latent: int, device: torch.device, extra: tuple[str, ...] = (),
-           threads: Optional[int] = None) -> dict[str, Any]:
-    """fit() for repeats + 1 epochs; after each epoch one floor epoch. The first pair is warm-up.
+           threads: Optional[int] = None, repeats: Optional[int] = None) -> dict[str, Any]:
+    """fit() for repeats + 1 epochs (default: --repeats); after each epoch one floor epoch. The first pair is
+    warm-up.
 
     Wall times (what a user waits) and this process's CPU time (robust to other processes' load:
     with threads=1 nothing spins, so it is the work itself) of each epoch and each floor epoch.
@@ -28,7 +29,8 @@ def paired(ctx: Context, model_name: str, latent: int, device: torch.device, ext
     from vaebench.train import fit
 
     cfg = compose_config(*ctx.data_overrides, f"model={model_name}", f"latent_dim={latent}",
-                         f"trainer.max_epochs={ctx.args.repeats + 1}", "trainer.rel_tol=0",
+                         f"trainer.max_epochs={(repeats or ctx.args.repeats) + 1}", "trainer.rel_tol=0",
+                         f"trainer.patience={(repeats or ctx.args.repeats) + 1}",
                          f"device={device}", *extra)
     train_rows, val_rows = epoch_rows(len(ctx.train_idx), len(ctx.val_idx), cfg.trainer.batch_size,
                                       cfg.trainer.drop_last)

@@ -268,7 +268,7 @@ def test_a_failed_save_keeps_the_trained_result(tmp_path, monkeypatch):
     def broken_save(*args, **kwargs):
         raise ValueError("no space for latent.csv")
 
-    monkeypatch.setattr("vaebench.task.artifacts.save", broken_save)
+    monkeypatch.setattr("vaebench.artifacts.save", broken_save)
     result = run(table_config(frame_path, "trainer.save_model=true"), tmp_path / "run")
     assert result["status"] == "ok" and result["artifact_error"] == "ValueError: no space for latent.csv"
     assert read_result(tmp_path / "run")["artifact_error"] == result["artifact_error"]

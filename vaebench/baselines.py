@@ -48,7 +48,9 @@ def split_key(fingerprint: str, train_idx: np.ndarray, val_idx: np.ndarray) -> s
     return digest.hexdigest()[:16]
 
 
-def _cached(key: tuple, compute):
+def cached(key: tuple, compute):
+    """compute(), once per process for each key: what depends only on the data and its split (baselines, the
+    decoder variance's start) is computed by a sweep worker's first job of that split and kept for the rest."""
     if key not in _cache:
         _cache[key] = compute()
     return _cache[key]
@@ -126,7 +128,12 @@ def units_carrying(kl: torch.Tensor, share: float = KL_SHARE) -> int:
 def posterior_diagnostics(model: BaseVAE, x_val: torch.Tensor, batch_size: int) -> dict[str, Any]:
     """Active units, the dims carrying 90 % of the KL, KL per latent dim (nats, mean over rows) and their sum,
     on the validation rows."""
-    mu, log_var = (torch.from_numpy(a) for a in posterior(model, x_val, batch_size))
+    return diagnostics_of(*posterior(model, x_val, batch_size))
+
+
+def diagnostics_of(mu_val: np.ndarray, log_var_val: np.ndarray) -> dict[str, Any]:
+    """posterior_diagnostics from the validation rows' posterior (vaebench.latent.posterior)."""
+    mu, log_var = torch.from_numpy(mu_val), torch.from_numpy(log_var_val)
     kl = kl_per_dim(mu, log_var).mean(0)
     active = int((mu.var(0) > ACTIVE_UNIT_VARIANCE).sum()) if len(mu) > 1 else None
     return {F.active_units: active, F.kl_units_90: units_carrying(kl), F.kl_per_dim: [round(v, 6) for v in kl.tolist()],
@@ -149,29 +156,32 @@ def collapse(recon_vs_mean: Optional[float], active_units: Optional[int],
 
 
 def assess(model: BaseVAE, model_cfg: ModelConfig, x: torch.Tensor, labels: Optional[list[str]],
-           fingerprint: str, train_idx: np.ndarray, val_idx: np.ndarray, val_recon_mse: float, batch_size: int,
+           split: str, train_idx: np.ndarray, val_idx: np.ndarray, val_recon_mse: float, batch_size: int,
            seed: int, latent_scores: bool, nll_samples: int) -> dict[str, Any]:
     """Every number that says whether a trained run learned: baselines, collapse, held-out likelihoods, latent
-    scores beside their references. The result fields, by name."""
+    scores beside their references. The result fields, by name. split: split_key of the data and the rows."""
     started = time.perf_counter()
     k = model.latent_dim
-    split = split_key(fingerprint, train_idx, val_idx)
-    mean_mse = _cached(("mean", split), lambda: mean_predictor_mse(x, train_idx, val_idx))
-    pca = _cached(("pca", split, k), lambda: fit_pca(x, train_idx, k))
-    pca_err = _cached(("pca_mse", split, k), lambda: pca_mse(pca, x, val_idx))
+    mean_mse = cached(("mean", split), lambda: mean_predictor_mse(x, train_idx, val_idx))
+    pca = cached(("pca", split, k), lambda: fit_pca(x, train_idx, k))
+    pca_err = cached(("pca_mse", split, k), lambda: pca_mse(pca, x, val_idx))
     out: dict[str, Any] = {F.baseline_mean_mse: mean_mse, F.baseline_pca_mse: pca_err, F.pca_note: pca_note(
                                k, len(train_idx), x.shape[1]) if pca is None else None,
                            F.recon_vs_mean: val_recon_mse / mean_mse if mean_mse > 0 else None,
                            F.recon_vs_pca: val_recon_mse / pca_err if pca_err else None}
-    x_val = x[torch.as_tensor(val_idx, device=x.device)]
-    out.update(posterior_diagnostics(model, x_val, batch_size))
+    # The validation rows' posterior, encoded once for the collapse diagnostics and the latent scores (the same
+    # batches as each encoded them before, so the same numbers). The likelihood encodes them again in its own
+    # chunks of rows: shared, its draws would start from means computed in other batches, which may differ in the
+    # last bit; that encoding is 1/(K + 1) of the likelihood's work.
+    val_posterior = posterior(model, x[_rows(x, val_idx)], batch_size)
+    out.update(diagnostics_of(*val_posterior))
     out[F.collapsed], out[F.collapse_reason] = collapse(out[F.recon_vs_mean], out[F.active_units],
                                                         out[F.kl_units_90], k)
     out[F.baseline_seconds] = round(time.perf_counter() - started, 3)
     out.update(likelihood_scores(model, x, pca, split, val_idx, nll_samples, batch_size, seed))
     if latent_scores and labels is not None:
         out.update(latent_scores_with_references(model, model_cfg, x, labels, split, pca, train_idx, val_idx,
-                                                 batch_size, seed))
+                                                 batch_size, seed, val_means=val_posterior[0]))
     return out
 
 
@@ -186,7 +196,7 @@ def likelihood_scores(model: BaseVAE, x: torch.Tensor, pca: Optional[PCA], split
         nll = None if pca is None else ppca_nll(pca.mean, pca.components, pca.eigenvalues, pca.total_variance, rows)
         return nll if nll is not None and math.isfinite(nll) else None
 
-    ppca = _cached(("ppca", split, test, model.latent_dim), of_ppca)
+    ppca = cached(("ppca", split, test, model.latent_dim), of_ppca)
     note = no_likelihood_reason(model) or (None if nll_samples else "trainer.nll_samples=0: not estimated")
     nll = None if note else importance_sampled_nll(model, rows, nll_samples, batch_size, seed)
     nll = nll if nll is not None and math.isfinite(nll) else None
@@ -198,16 +208,14 @@ def likelihood_scores(model: BaseVAE, x: torch.Tensor, pca: Optional[PCA], split
             F.nll_seconds: round(time.perf_counter() - started, 3)}
 
 
-def held_out_scores(model: BaseVAE, x: torch.Tensor, fingerprint: str, train_idx: np.ndarray, val_idx: np.ndarray,
-                    test_idx: np.ndarray, batch_size: int, kld_weight: float, amp: bool, nll_samples: int,
-                    seed: int) -> dict[str, Any]:
+def held_out_scores(model: BaseVAE, x: torch.Tensor, split: str, train_idx: np.ndarray, test_idx: np.ndarray,
+                    batch_size: int, kld_weight: float, amp: bool, nll_samples: int, seed: int) -> dict[str, Any]:
     """The trained model and the mean predictor (and probabilistic PCA's likelihood) on the test rows, measured
-    as on the validation rows; the model is left in eval mode."""
+    as on the validation rows; the model is left in eval mode. split: split_key of the data and the rows."""
     test_mse = evaluate(model, x[_rows(x, test_idx)], batch_size, kld_weight, amp, prefix="test_")[F.test_recon_mse]
     model.eval()
     mean_mse = mean_predictor_mse(x, train_idx, test_idx)
-    split = split_key(fingerprint, train_idx, val_idx)
-    pca = _cached(("pca", split, model.latent_dim), lambda: fit_pca(x, train_idx, model.latent_dim))
+    pca = cached(("pca", split, model.latent_dim), lambda: fit_pca(x, train_idx, model.latent_dim))
     return {F.test_recon_mse: test_mse, F.test_baseline_mean_mse: mean_mse,
             F.test_recon_vs_mean: test_mse / mean_mse if mean_mse > 0 else None,
             **likelihood_scores(model, x, pca, split, test_idx, nll_samples, batch_size, seed, test=True)}
@@ -215,17 +223,20 @@ def held_out_scores(model: BaseVAE, x: torch.Tensor, fingerprint: str, train_idx
 
 def latent_scores_with_references(model: BaseVAE, model_cfg: ModelConfig, x: torch.Tensor, labels: list[str],
                                   split: str, pca: Optional[PCA], train_idx: np.ndarray, val_idx: np.ndarray,
-                                  batch_size: int, seed: int) -> dict[str, Any]:
+                                  batch_size: int, seed: int, val_means: Optional[np.ndarray] = None
+                                  ) -> dict[str, Any]:
     """The latent scores of the trained model, of the untrained network with the same seed and size, and of
-    PCA with k = latent_dim; the references cached per split, size (and seed)."""
+    PCA with k = latent_dim; the references cached per split, size (and seed). val_means: the trained model's
+    latent means of the validation rows, when the caller has them (latent_means, the same batches)."""
     started = time.perf_counter()
     y = np.asarray(labels)
     rows_train = torch.as_tensor(train_idx, device=x.device)
     rows_val = torch.as_tensor(val_idx, device=x.device)
 
-    def scores_of(encoder: BaseVAE) -> dict[str, Optional[float]]:
+    def scores_of(encoder: BaseVAE, z_val: Optional[np.ndarray] = None) -> dict[str, Optional[float]]:
         return label_scores(latent_means(encoder, x[rows_train], batch_size), y[train_idx],
-                            latent_means(encoder, x[rows_val], batch_size), y[val_idx], seed)
+                            latent_means(encoder, x[rows_val], batch_size) if z_val is None else z_val, y[val_idx],
+                            seed)
 
     def untrained() -> dict[str, Optional[float]]:
         torch.manual_seed(seed)  # as fit() does before building: the very weights training started from
@@ -239,9 +250,9 @@ def latent_scores_with_references(model: BaseVAE, model_cfg: ModelConfig, x: tor
 
         return label_scores(z(rows_train), y[train_idx], z(rows_val), y[val_idx], seed)
 
-    out: dict[str, Any] = dict(scores_of(model))
-    refs = {"untrained": _cached(("untrained", split, model.latent_dim, seed, tuple(model_cfg.hidden_dims)), untrained),
-            "pca": _cached(("pca_scores", split, model.latent_dim), of_pca)}
+    out: dict[str, Any] = dict(scores_of(model, val_means))
+    refs = {"untrained": cached(("untrained", split, model.latent_dim, seed, tuple(model_cfg.hidden_dims)), untrained),
+            "pca": cached(("pca_scores", split, model.latent_dim), of_pca)}
     for reference, scores in refs.items():
         out.update({latent_field(score, reference): scores[score] for score in LATENT_SCORES})
     out[F.latent_seconds] = round(time.perf_counter() - started, 3)

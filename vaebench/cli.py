@@ -138,8 +138,8 @@ def _task(cfg: DictConfig) -> Optional[float]:
         print(report_job(Path(hc.sweep.dir), skipped) if multirun else where(out_dir), flush=True)
         return objective_value(skipped)
 
-    from vaebench.device import DeviceFailed, broken
-    from vaebench.task import run  # the loop, data and scoring: only when a job runs
+    from vaebench.task import run  # the loop, data and scoring (torch): only when a job runs; first, so that the
+    from vaebench.device import DeviceFailed, broken  # job's timing counts torch's import among its own (imports)
 
     slot_dir = Path(hc.sweep.dir) / SLOTS_DIR if multirun else None  # each worker keeps one GPU slot
     try:

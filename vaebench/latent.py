@@ -55,6 +55,19 @@ def label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_
     (latent_probe_recall); None where a score is undefined or where too_few_rows says the validation rows
     cannot carry it."""
     # Imported here: scikit-learn takes about a second to import, and only runs with labels pay for it.
+    import sklearn.linear_model  # noqa: F401 - loads SciPy's BLAS: threadpool_limits limits loaded libraries only
+    from threadpoolctl import threadpool_limits
+
+    # SciPy's BLAS (the probe's L-BFGS) starts a thread per core in every process; in a sweep each worker has a
+    # core and one torch thread, and two workers' idle BLAS threads spinning against each other made one call
+    # ~10x slower on a busy 2-core machine. The job's torch thread count is its share of the cores, so its BLAS
+    # gets as many. The scores came out the same with one and with two BLAS threads (tests/test_sweep_costs.py).
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        return _label_scores(z_train, y_train, z_val, y_val, seed)
+
+
+def _label_scores(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray,
+                  seed: int) -> dict[str, Optional[float]]:
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression

@@ -5,8 +5,32 @@ from __future__ import annotations
 import csv
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Optional
+
+
+class Stopwatch:
+    """Seconds each part of a job took, as laps: each lap is the time since the one before, so the parts add up
+    to the job's time in vaebench.task.run. result.json keeps them (`timing`); run.log's last line adds the
+    result's own write. BENCHMARKS.md's efficiency rows put a sweep's time outside its epochs down to them."""
+
+    def __init__(self, **paid: float):
+        self.seconds: dict[str, float] = {k: round(v, 3) for k, v in paid.items()}
+        self.last = time.perf_counter()
+
+    def lap(self, part: str, **within: float) -> None:
+        """Add the time since the last lap to `part`, less the parts `within` it that were measured inside (the
+        epochs of training, the scores of scoring), which are added under their own names."""
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        for name, inside in within.items():
+            self._add(name, inside)
+            seconds -= inside
+        self._add(part, seconds)
+
+    def _add(self, part: str, seconds: float) -> None:
+        self.seconds[part] = round(self.seconds.get(part, 0.0) + seconds, 3)
 
 
 class MetricsWriter:

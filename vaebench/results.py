@@ -168,6 +168,9 @@ class Result:
     host: Optional[str] = _info("machine name")
     versions: Optional[dict] = _info("package versions")
     wall_time_s: Optional[float] = _metric("lower", "seconds of training and scoring")
+    timing: Optional[dict] = _info("seconds each part of the job took: imports (a process's first job only), setup, "
+                                   "data, upload, epochs, training_other, baselines, nll, latent, scoring_other, "
+                                   "test, other, artifacts (run.log's last line adds the result's write)")
     peak_memory_mb: Optional[float] = _metric("lower", "peak memory of the run")
     peak_memory_kind: Optional[str] = _info("peak_rss (CPU) or cuda_max_allocated")
     config: Optional[dict] = _info("the resolved configuration")

@@ -219,8 +219,10 @@ class Stopper:
 
 
 def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
-        on_epoch: Callable[[dict[str, float]], None] = lambda row: None) -> FitResult:
-    """Train one model on rows train_idx of x (already on its device); raise NonFiniteError on divergence."""
+        on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
+        gene_variance: Optional[Tensor] = None) -> FitResult:
+    """Train one model on rows train_idx of x (already on its device); raise NonFiniteError on divergence.
+    gene_variance: the training rows' variance per gene (models.base.row_variance), when the caller keeps it."""
     t, device = cfg.trainer, x.device
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, x.shape[1], cfg.latent_dim).to(device)
@@ -244,7 +246,7 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
     if not bounds:
         raise ValueError(f"no training batch: {n_train} training rows with batch_size={batch_size}, "
                          f"drop_last={t.drop_last}")
-    model.start_variance(x, train_rows)
+    model.start_variance(x, train_rows, gene_variance)
     if device.type == "cpu":
         retain_freed_memory()
     step_loss = forward_loss(model, t.compile, t.amp)

@@ -86,6 +86,14 @@ def log_cb_normaliser(lam: Tensor) -> Tensor:
     return torch.where(near, math.log(2) + torch.log1p(u.pow(2) / 3), torch.log(2 * torch.atanh(safe) / safe))
 
 
+@torch.no_grad()
+def row_variance(x: Tensor, rows: Optional[Tensor] = None) -> Tensor:
+    """Each gene's variance over the rows `rows` of x (all rows when None), where a learned decoder variance
+    starts. In float64, one rounding whatever the row count: ~0.1 s at TCGA-11's size, so a sweep worker keeps
+    it per data set and split (vaebench.task)."""
+    return (x if rows is None else x.index_select(0, rows)).double().var(0).float()
+
+
 class LearnedVariance(nn.Module):
     """The calibrated decoder's variance (Rybkin et al. 2021): var_g = floor + exp(start_g + shift + gene_g).
 
@@ -199,13 +207,14 @@ class BaseVAE(nn.Module):
         return -gaussian_nll(F.mse_loss(recon, x, reduction="none"), variance)
 
     @torch.no_grad()
-    def start_variance(self, x: Tensor, train_rows: Optional[Tensor] = None) -> None:
+    def start_variance(self, x: Tensor, train_rows: Optional[Tensor] = None,
+                       gene_variance: Optional[Tensor] = None) -> None:
         """Start a learned decoder variance at the training rows' variance per gene (rows train_rows of x, or
         all of x): the error of the per-gene-mean predictor, the decoder's own error before it has learned
-        anything. A no-op for a fixed variance."""
+        anything. gene_variance: that variance, when the caller has it (row_variance). A no-op for a fixed
+        variance."""
         if self.variance is not None:
-            rows = x if train_rows is None else x.index_select(0, train_rows)
-            self.variance.start_at(rows.double().var(0).float())  # float64: one rounding, any row count
+            self.variance.start_at(row_variance(x, train_rows) if gene_variance is None else gene_variance)
 
     def loss(self, out: ForwardOutput, x: Tensor, kld_weight: float) -> dict[str, Tensor]:
         raise NotImplementedError

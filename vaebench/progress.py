@@ -27,7 +27,7 @@ class Stopwatch:
         for name, inside in within.items():
             self._add(name, inside)
             seconds -= inside
-        self._add(part, seconds)
+        self._add(part, max(seconds, 0.0))  # the parts within come rounded to the millisecond: never below 0
 
     def _add(self, part: str, seconds: float) -> None:
         self.seconds[part] = round(self.seconds.get(part, 0.0) + seconds, 3)

@@ -85,8 +85,10 @@ def test_bad_value_in_a_sweep_stops_it_before_any_job(tmp_path):
 
 def test_sweep_with_failing_jobs_completes_and_records_all(tmp_path):
     # lr=1e4 with SGD really diverges; the faults inject an out-of-memory and a crash.
+    # One job after another in the launcher's process (n_jobs=1): the failures are the jobs', not the workers'
+    # (a dying worker: tests/test_faults.py); spawning two workers that import torch cost this test half its CPU.
     proc = run_cli("-m", "optimizer=sgd", "lr=1e-3,1e4", "trainer.fault=null,oom,error", *TINY,
-                   "hydra.sweep.dir=sweep", cwd=tmp_path)
+                   "hydra.sweep.dir=sweep", "hydra.launcher.n_jobs=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     results = results_under(tmp_path / "sweep")
     ended = sorted((r["lr"], r["config"]["trainer"]["fault"] or "", r["status"]) for r in results.values())
@@ -126,10 +128,11 @@ def test_paper_grid_runs_with_command_line_values(tmp_path):
 
 def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
     # Jobs of about a second each (600 x 100, 15 epochs): the kill lands when the first result does, with most of
-    # the eight jobs left (asserted below), as with larger data; the resume is the same code path at any size.
+    # the eight jobs left (asserted below), as with larger data; the resume is the same code path at any size. One
+    # torch thread per job, as two workers on two cores get, whatever the machine, and on the resume's one worker.
     grid = ["-m", "lr=1e-4,1e-3,1e-2,1e-1", "latent_dim=5,10", "data.n_samples=600", "data.n_genes=100",
-            "trainer.max_epochs=15", "trainer.rel_tol=0", "trainer.batch_size=128", "hydra.sweep.dir=sweep",
-            "hydra.launcher.n_jobs=2"]
+            "trainer.max_epochs=15", "trainer.rel_tol=0", "trainer.batch_size=128", "trainer.threads=1",
+            "hydra.sweep.dir=sweep", "hydra.launcher.n_jobs=2"]
     exe = str(Path(sys.executable).with_name("vaebench"))
     proc = subprocess.Popen([exe, *grid], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -143,7 +146,9 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
     assert 1 <= len(before) < 8, "the sweep must be killed mid-way for this test to mean anything"
     assert all(read_result(d) for d in before)  # whatever landed is whole
 
-    again = run_cli(*grid, cwd=tmp_path, timeout=400)
+    # The resume on one worker, in the launcher's process: the same jobs and config hashes (n_jobs is Hydra's, no
+    # run's identity), the same skip of each finished job, without two more processes importing torch.
+    again = run_cli(*grid[:-1], "hydra.launcher.n_jobs=1", cwd=tmp_path, timeout=400)
     assert again.returncode == 0, again.stderr
     results = results_under(tmp_path / "sweep")
     assert len(results) == 8 and len({r["config_hash"] for r in results.values()}) == 8

@@ -246,7 +246,9 @@ def test_a_job_that_cannot_write_its_directory_costs_one_line_and_the_others_run
     # The job's directory name: its overrides, sorted, without device (hydra.job.config.override_dirname.exclude_keys)
     blocked = ",".join(sorted(["lr=0.01", *(o for o in TINY if not o.startswith("device="))]))
     (tmp_path / "sweep" / blocked).write_text("")  # a file where the directory should be: even root cannot write
-    proc = run_cli("-m", "lr=0.001,0.01,0.1", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    # n_jobs=1: the jobs in the launcher's process, where the blocked job's failure must not stop the next one either
+    # (launcher.execute_job guards both paths; a worker's outcome coming back is every parallel sweep's).
+    proc = run_cli("-m", "lr=0.001,0.01,0.1", *TINY, "hydra.sweep.dir=sweep", "hydra.launcher.n_jobs=1", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("vaebench: error:")]
     assert len(errors) == 1 and "job lr=0.01" in errors[0] and "cannot write its output" in errors[0]

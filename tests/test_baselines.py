@@ -9,6 +9,7 @@ import torch
 
 from conftest import make_config
 from vaebench import baselines
+from vaebench.latent import posterior
 from vaebench.models import VAE
 from vaebench.results import describe
 from vaebench.task import run
@@ -78,7 +79,7 @@ def encoder_using(k: int, d: int = 4, f: int = 6) -> VAE:
 @pytest.mark.parametrize("k", [0, 1, 3])
 def test_active_units_count_the_dims_the_encoder_uses(k):
     x = torch.rand(50, 6, generator=torch.Generator().manual_seed(0))
-    diag = baselines.posterior_diagnostics(encoder_using(k), x, batch_size=16)
+    diag = baselines.posterior_diagnostics(*posterior(encoder_using(k), x, batch_size=16))
     assert diag["active_units"] == k
     # KL per dim with unit variance is mu^2 / 2, averaged over rows; an unused dim sits at mu = 0.7.
     assert diag["kl_per_dim"][-1] == pytest.approx(0.7 ** 2 / 2, abs=1e-6)

@@ -12,7 +12,7 @@ import torch
 from conftest import make_config
 from vaebench import baselines
 from vaebench.config import validate
-from vaebench.latent import label_scores
+from vaebench.latent import label_scores, posterior
 from vaebench.models.base import row_variance
 from vaebench.precheck import checked_data
 from vaebench.task import run
@@ -48,7 +48,7 @@ def test_shared_scoring_gives_the_fields_of_each_part_computed_alone(trained):
     # again by the latent scores, as before they shared one posterior.
     baselines._cache.clear()
     pca = baselines.fit_pca(x, split.train, model.latent_dim)
-    alone = {**baselines.posterior_diagnostics(model, x[torch.as_tensor(split.val)], batch),
+    alone = {**baselines.posterior_diagnostics(*posterior(model, x[torch.as_tensor(split.val)], batch)),
              **baselines.likelihood_scores(model, x, pca, key, split.val, 8, batch, typed.seed),
              **baselines.latent_scores_with_references(model, typed.model, x, data.labels, key, pca, split.train,
                                                        split.val, batch, typed.seed)}

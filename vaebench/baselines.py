@@ -125,14 +125,9 @@ def units_carrying(kl: torch.Tensor, share: float = KL_SHARE) -> int:
     return int((cumulative < share * total).sum()) + 1
 
 
-def posterior_diagnostics(model: BaseVAE, x_val: torch.Tensor, batch_size: int) -> dict[str, Any]:
+def posterior_diagnostics(mu_val: np.ndarray, log_var_val: np.ndarray) -> dict[str, Any]:
     """Active units, the dims carrying 90 % of the KL, KL per latent dim (nats, mean over rows) and their sum,
-    on the validation rows."""
-    return diagnostics_of(*posterior(model, x_val, batch_size))
-
-
-def diagnostics_of(mu_val: np.ndarray, log_var_val: np.ndarray) -> dict[str, Any]:
-    """posterior_diagnostics from the validation rows' posterior (vaebench.latent.posterior)."""
+    from the validation rows' posterior (vaebench.latent.posterior)."""
     mu, log_var = torch.from_numpy(mu_val), torch.from_numpy(log_var_val)
     kl = kl_per_dim(mu, log_var).mean(0)
     active = int((mu.var(0) > ACTIVE_UNIT_VARIANCE).sum()) if len(mu) > 1 else None
@@ -174,7 +169,7 @@ def assess(model: BaseVAE, model_cfg: ModelConfig, x: torch.Tensor, labels: Opti
     # chunks of rows: shared, its draws would start from means computed in other batches, which may differ in the
     # last bit; that encoding is 1/(K + 1) of the likelihood's work.
     val_posterior = posterior(model, x[_rows(x, val_idx)], batch_size)
-    out.update(diagnostics_of(*val_posterior))
+    out.update(posterior_diagnostics(*val_posterior))
     out[F.collapsed], out[F.collapse_reason] = collapse(out[F.recon_vs_mean], out[F.active_units],
                                                         out[F.kl_units_90], k)
     out[F.baseline_seconds] = round(time.perf_counter() - started, 3)

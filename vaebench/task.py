@@ -44,7 +44,6 @@ from vaebench.train import NonFiniteError, fit
 
 log = logging.getLogger(__name__)
 _unpaid_imports = time.perf_counter() - _import_started  # reported by the process's first job, 0 after it
-_frozen = False  # gc.freeze() done in this process (run)
 
 
 # Several jobs share one worker process under joblib: the matrix is loaded and moved to the device once.
@@ -70,6 +69,7 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+@functools.cache  # once per process
 def freeze_long_lived() -> None:
     """Once per process, before its first job: move every object alive now (the modules of torch, Hydra, vaebench
     and their classes and functions, about 300,000 of them) out of the garbage collector's reach (gc.freeze). The
@@ -77,10 +77,7 @@ def freeze_long_lived() -> None:
     of paying ~0.3 s a job, ~1 s on a busy machine, to find nothing. Frozen objects are still freed when their
     last reference goes; only a cycle among them would stay, and the live objects here are modules and the
     first job's config."""
-    global _frozen
-    if not _frozen:
-        gc.freeze()
-        _frozen = True
+    gc.freeze()
 
 
 def device_broke(result: Result, device: torch.device, error: str) -> None:

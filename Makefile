@@ -39,10 +39,10 @@ install: $(BIN)/vaebench  ## build .venv with torch ($(TORCH)) and vaebench in e
 
 # Tests run on every core (pytest-xdist): most of the suite's time is CPU-bound process starts and training.
 test: install  ## the test suite (fast; slow tests: make test-slow)
-	$(BIN)/pytest -q -n auto
+	$(BIN)/pytest -q -n auto --dist worksteal
 
 test-slow: install
-	$(BIN)/pytest -q -n auto -m slow
+	$(BIN)/pytest -q -n auto --dist worksteal -m slow
 
 # Fails, rather than passing with every test skipped, where torch has no CUDA.
 test-cuda: install  ## the GPU tests (tests/test_cuda.py), on a machine with a GPU

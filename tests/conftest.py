@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import subprocess
 import sys
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from vaebench.cli import conf_dir
 from vaebench.config import register_configs
@@ -21,7 +25,23 @@ REPO = Path(__file__).resolve().parents[1]
 # run's identity (results.NOT_IDENTITY): the same config_hash and the same numbers as with any thread count.
 TINY = ["data.n_samples=240", "data.n_genes=40", "trainer.max_epochs=2", "trainer.batch_size=64", "device=cpu",
         "trainer.threads=1"]
+# For the processes of tests that check the process (launcher, resume, signals, locks, tracking), not the scores: the
+# latent scores import scikit-learn (~1.3 s of CPU), a quarter of such a process. The scores are tested in-process
+# (test_latent.py, test_sweep_costs.py) and through the command (test_cli.py's single run, test_objective.py).
+UNSCORED = [*TINY, "trainer.latent_metrics=false"]
 _composed: dict[tuple[str, ...], DictConfig] = {}
+GROUPS = frozenset(p.name for p in Path(conf_dir()).iterdir() if p.is_dir())  # model, optimizer, data, ...
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `long(seconds)` (their rough time on an idle 2-core machine: they start vaebench processes) run
+    first, longest first. The workers steal from the end of each other's queues (make test: --dist worksteal), so
+    the run ends on short tests, not on one worker finishing a long one while the other waits."""
+    def seconds(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("long")
+        return mark.args[0] if mark else 0.0
+
+    items.sort(key=seconds, reverse=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -33,14 +53,39 @@ def private_cache(tmp_path_factory) -> Path:
 
 
 def make_config(*overrides: str) -> DictConfig:
-    """The composed config; each set of overrides is composed once per process (0.2 s of Hydra each time) and every
-    caller gets its own deep copy, so a test that changes its config changes no other test's."""
+    """The composed config, each caller its own deep copy (a test that changes its config changes no other test's).
+
+    Hydra's composition costs ~0.16 s of CPU, and the suite asks for ~70 override sets in each worker: Hydra composes
+    each set of group options (model=iwae, objective=paper, +experiment=...) once per process, and a plain change of
+    a setting (lr=1e-2, data.n_types=3) is applied to a copy as Hydra itself applies it after composing (its parser's
+    value, OmegaConf.update with merge). What that refuses (an unknown key, a wrong type) is composed by Hydra whole,
+    so a test sees Hydra's own error."""
     key = tuple(overrides)
     if key not in _composed:
-        register_configs()
-        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-            _composed[key] = compose(config_name="config", overrides=[*TINY, *overrides])
+        everything = [*TINY, *overrides]
+        parsed = OverridesParser.create().parse_overrides(everything)
+        changes = [o for o in parsed if is_setting_change(o)]
+        cfg = copy.deepcopy(composed_once(tuple(text for text, o in zip(everything, parsed) if o not in changes)))
+        try:
+            for o in changes:
+                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        except OmegaConfBaseException:
+            cfg = composed_once(tuple(everything))
+        _composed[key] = cfg
     return copy.deepcopy(_composed[key])
+
+
+def is_setting_change(override: Override) -> bool:
+    """`key=value` for a setting, not a config group's option (model=iwae), an addition (+...) or a deletion (~...)."""
+    return (override.type is OverrideType.CHANGE and override.package is None
+            and "/" not in override.key_or_group and override.key_or_group not in GROUPS)
+
+
+@functools.cache
+def composed_once(overrides: tuple[str, ...]) -> DictConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 240, entry: str = "vaebench") -> subprocess.CompletedProcess:

@@ -742,6 +742,7 @@ def command(name: str, *args: str, cwd: Path, cache: Path) -> subprocess.Complet
                           env={**os.environ, "VAEBENCH_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"})
 
 
+@pytest.mark.long(5)
 def test_real_results_through_the_installed_command(tmp_path):
     """Results as vaebench.task writes them (in this process: cheap), read by the installed command."""
     from conftest import make_config

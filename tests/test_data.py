@@ -467,6 +467,7 @@ def test_file_of_another_format_is_pointed_to_its_loader(tmp_path):
             "data=table")
 
 
+@pytest.mark.long(3)
 def test_cli_refuses_a_bad_file_with_one_line_and_exit_2(tmp_path):
     path = write_table(tmp_path / "m.tsv", rng_matrix(6, 2))
     path.write_text(path.read_text().replace("\t", "\tx", 1).replace("S3\t", "S3\tgarbage", 1))

@@ -56,6 +56,7 @@ print(json.dumps({"was_on": was_on, "is_on": device._retained, "off": off, "on":
 """
 
 
+@pytest.mark.long(4)
 def test_retaining_freed_memory_changes_no_numbers(tmp_path):
     # IWAE's [200, 5, 2000] tensors (8 MB) are above glibc's mmap threshold: with the switch off they are
     # mapped and unmapped every step, with it on they stay in the heap.

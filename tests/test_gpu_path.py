@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import TINY, make_config, run_cli
+from conftest import TINY, UNSCORED, make_config, run_cli
 from vaebench import claim, device
 from vaebench.config import schema_defaults, validate
 from vaebench.errors import UserError
@@ -146,9 +146,10 @@ def test_memory_release_never_raises(monkeypatch, fresh_device):
     assert calls == [1]
 
 
+@pytest.mark.long(9)
 def test_sweep_with_a_fatal_error_exits_1_naming_the_device_and_resumes(tmp_path):
     # One worker (joblib n_jobs=1 runs the jobs in the main process, in order): the first job breaks the device.
-    grid = ["-m", *TINY, "hydra.launcher.n_jobs=1", "hydra.sweep.dir=sweep"]
+    grid = ["-m", *UNSCORED, "hydra.launcher.n_jobs=1", "hydra.sweep.dir=sweep"]
     proc = run_cli(*grid, "trainer.fault=fatal,null", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]

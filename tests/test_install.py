@@ -29,6 +29,7 @@ def wheel(tmp_path_factory) -> tuple[Path, str]:
     return wheel, proc.stdout + proc.stderr
 
 
+@pytest.mark.long(4)
 def test_build_prints_no_deprecation_or_ignored_package_warnings(wheel):
     _, output = wheel
     noisy = [line for line in output.splitlines() if NOISE.search(line)]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, run_cli
+from conftest import UNSCORED, run_cli
 
 
 def poisoned(where: Path, *names: str) -> dict[str, str]:
@@ -45,9 +45,10 @@ def test_help_cfg_and_a_typo_import_no_torch(tmp_path, no_torch):
     assert out_of_range.returncode == 2 and "'latent_dim'" in out_of_range.stderr, out_of_range.stderr[-2000:]
 
 
+@pytest.mark.long(9)
 def test_a_finished_sweep_resumes_without_torch(tmp_path):
     no_torch = poisoned(tmp_path / "poisoned", "torch")  # joblib runs the sweep, numpy reads the cached data
-    grid = ["-m", "seed=0,1", *TINY, "hydra.sweep.dir=sweep", "hydra.launcher.n_jobs=1"]
+    grid = ["-m", "seed=0,1", *UNSCORED, "hydra.sweep.dir=sweep", "hydra.launcher.n_jobs=1"]
     first = run_cli(*grid, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     results = sorted((tmp_path / "sweep").rglob("result.json"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, run_cli
+from conftest import UNSCORED, run_cli
 
 mlflow = pytest.importorskip("mlflow", reason='logger=mlflow needs MLflow: pip install "vaebench[mlflow]"')
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from vaebench.results import F, IDENTITY  # noqa: E402
 
 # Four SGD jobs: lr=1e4 really diverges (status diverged), the others finish.
-GRID = ["-m", "optimizer=sgd", "lr=1e-3,1e-2,1e-1,1e4", *TINY, "hydra.launcher.n_jobs=2"]
+GRID = ["-m", "optimizer=sgd", "lr=1e-3,1e-2,1e-1,1e4", *UNSCORED, "hydra.launcher.n_jobs=2"]
 
 
 def free_port() -> int:
@@ -32,14 +32,16 @@ def free_port() -> int:
 
 
 def start_server(root: Path) -> tuple[subprocess.Popen, str]:
-    """`mlflow server` with a SQLite store and served artifacts, in its own process group (it forks workers)."""
+    """`mlflow server` with a SQLite store and served artifacts, in its own process group (it forks workers). Without
+    its job runner (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false): two more processes, for features vaebench never uses."""
     port = free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server",
                              "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                              "--artifacts-destination", str(root / "artifacts"),
                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600  # the server imports all of MLflow first: minutes on a starved machine
     while time.monotonic() < deadline:
@@ -48,7 +50,7 @@ def start_server(root: Path) -> tuple[subprocess.Popen, str]:
                 if r.status == 200:
                     return proc, url
         except OSError:
-            time.sleep(1)
+            time.sleep(0.2)
         assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
     stop_server(proc)
     pytest.fail("mlflow server did not answer /health within 600 s")
@@ -60,21 +62,29 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "server"
-    root.mkdir()
-    proc, url = start_server(root)
-    yield proc, url
-    stop_server(proc)
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """One live server for the module's tests (starting one costs ~8 s of CPU), a new one after a test killed it.
+    Each test logs into its own experiment (named after its sweep directory), so they share a store safely."""
+    started: list[tuple[subprocess.Popen, str]] = []
+
+    def live() -> tuple[subprocess.Popen, str]:
+        if not started or started[-1][0].poll() is not None:
+            started.append(start_server(tmp_path_factory.mktemp("server")))
+        return started[-1]
+
+    yield live
+    for proc, _ in started:
+        stop_server(proc)
 
 
 def results_under(path: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in path.rglob("result.json")}
 
 
-def test_sweep_is_one_experiment_with_a_run_per_job(server, tmp_path):
-    _, url = server
+@pytest.mark.long(20)
+def test_sweep_is_one_experiment_with_a_run_per_job(servers, tmp_path):
+    _, url = servers()
     sweep = tmp_path / "grid"
     args = [*GRID, "logger=mlflow", f"logger.tracking_uri={url}", f"hydra.sweep.dir={sweep}"]
     proc = run_cli(*args, cwd=tmp_path, timeout=600)
@@ -112,13 +122,18 @@ def test_sweep_is_one_experiment_with_a_run_per_job(server, tmp_path):
     assert len(client.search_runs([experiment.experiment_id])) == 4
 
 
-def test_server_killed_mid_sweep_leaves_every_result(server, tmp_path):
-    proc_server, url = server
-    sweep = tmp_path / "grid"
+@pytest.mark.long(8)
+def test_server_killed_mid_sweep_leaves_every_result(servers, tmp_path):
+    proc_server, url = servers()
+    sweep = tmp_path / "killed"
     args = [*GRID[:-1], "hydra.launcher.n_jobs=1", "logger=mlflow", f"logger.tracking_uri={url}",
             f"hydra.sweep.dir={sweep}"]
     exe = Path(sys.executable).with_name("vaebench")
-    proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # No retries: each later job finds the server gone at once, not after vaebench's 2 retries (~3 s of back-off a
+    # job, the user's cost, not this test's subject; test_faults.py checks those retries print nothing).
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
     for line in proc.stdout:  # the first job has finished (and was tracked): the server goes down
         if line.startswith("[1/4]"):
             stop_server(proc_server)
@@ -130,8 +145,9 @@ def test_server_killed_mid_sweep_leaves_every_result(server, tmp_path):
     assert "vaebench: warning: mlflow tracking" in err
 
 
+@pytest.mark.long(8)
 def test_default_store_is_a_sqlite_file_under_outputs(tmp_path):
-    proc = run_cli("logger=mlflow", *TINY, cwd=tmp_path, timeout=600)
+    proc = run_cli("logger=mlflow", *UNSCORED, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     db = tmp_path / "outputs" / "mlflow.db"
     assert db.is_file()

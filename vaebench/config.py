@@ -7,8 +7,10 @@ runs the range checks below; the task and the sweeper both call it before a job 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -169,6 +171,7 @@ SCHEMAS = {
 }
 
 
+@functools.cache  # once per process: Hydra's store keeps them, and storing them again costs ~30 ms
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
@@ -178,7 +181,12 @@ def register_configs() -> None:
 
 
 def schema_values(schema: type) -> dict[str, Any]:
-    """A schema's defaults as plain values, nested as a config is."""
+    """A schema's defaults as plain values, nested as a config is (the caller's own copy)."""
+    return copy.deepcopy(_schema_values(schema))
+
+
+@functools.cache  # every job hashes its config (~3 times): building the five schemas each time cost ~30 ms
+def _schema_values(schema: type) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True, throw_on_missing=False)
 
 

@@ -53,24 +53,29 @@ def private_cache(tmp_path_factory) -> Path:
 
 
 def make_config(*overrides: str) -> DictConfig:
-    """The composed config, each caller its own deep copy (a test that changes its config changes no other test's).
+    """The tests' tiny config with these overrides (see composed)."""
+    return composed(*TINY, *overrides)
 
-    Hydra's composition costs ~0.16 s of CPU, and the suite asks for ~70 override sets in each worker: Hydra composes
+
+def composed(*overrides: str) -> DictConfig:
+    """The config Hydra composes from these overrides, each caller its own deep copy (a test that changes its config
+    changes no other test's).
+
+    Hydra's composition costs ~0.16 s of CPU, and the suite asks for ~100 override sets in each worker: Hydra composes
     each set of group options (model=iwae, objective=paper, +experiment=...) once per process, and a plain change of
     a setting (lr=1e-2, data.n_types=3) is applied to a copy as Hydra itself applies it after composing (its parser's
     value, OmegaConf.update with merge). What that refuses (an unknown key, a wrong type) is composed by Hydra whole,
     so a test sees Hydra's own error."""
     key = tuple(overrides)
     if key not in _composed:
-        everything = [*TINY, *overrides]
-        parsed = OverridesParser.create().parse_overrides(everything)
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
         changes = [o for o in parsed if is_setting_change(o)]
-        cfg = copy.deepcopy(composed_once(tuple(text for text, o in zip(everything, parsed) if o not in changes)))
+        cfg = copy.deepcopy(composed_once(tuple(text for text, o in zip(overrides, parsed) if o not in changes)))
         try:
             for o in changes:
                 OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
         except OmegaConfBaseException:
-            cfg = composed_once(tuple(everything))
+            cfg = composed_once(key)
         _composed[key] = cfg
     return copy.deepcopy(_composed[key])
 

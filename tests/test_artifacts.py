@@ -9,15 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import make_config
+from conftest import composed, make_config
 from test_aggregate import table, write_run
 from vaebench import aggregate as agg
 from vaebench.artifacts import LATENT_FILE, LATENT_H5AD, MODEL_FILE, load_model
-from vaebench.cli import conf_dir
-from vaebench.config import register_configs, schema_defaults, validate
+from vaebench.config import schema_defaults, validate
 from vaebench.data.split import run_split, split_indices, split_rows
 from vaebench.embed import main as embed_main
 from vaebench.errors import UserError
@@ -41,10 +39,7 @@ def counts_file(path, n=160, seed=0, genes=GENES):
 
 
 def table_config(path, *overrides):
-    register_configs()
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=[*QUICK, "data=table", f"data.path={path}", "data.log1p=true",
-                                                        "data.n_genes=16", *overrides])
+    return composed(*QUICK, "data=table", f"data.path={path}", "data.log1p=true", "data.n_genes=16", *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +132,7 @@ def test_h5ad_input_gets_the_posterior_in_obsm(tmp_path):
     adata.obs_names = [f"cell{i}" for i in range(120)]
     adata.var_names = [f"g{j}" for j in range(12)]
     adata.write_h5ad(tmp_path / "a.h5ad")
-    register_configs()
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*QUICK, "data=h5ad", f"data.path={tmp_path / 'a.h5ad'}",
-                                                       "latent_dim=3"])
+    cfg = composed(*QUICK, "data=h5ad", f"data.path={tmp_path / 'a.h5ad'}", "latent_dim=3")
     run(cfg, tmp_path / "run")
     latent = anndata.read_h5ad(tmp_path / "run" / LATENT_H5AD)
     assert list(latent.obs_names) == list(adata.obs_names)

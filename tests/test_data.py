@@ -15,12 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import run_cli
-from vaebench.cli import conf_dir
-from vaebench.config import register_configs
+from conftest import composed, run_cli
 from vaebench.data import files, load_dataset, synthetic
 from vaebench.data.config import (H5adDataConfig, Mad, NanPolicy, ScalerFit, Scaling, TableDataConfig,
                                   XenaDataConfig)
@@ -144,10 +141,7 @@ def test_xena_matrix_is_transposed_and_its_gene_ids_cleaned_as_tybalt_did(tmp_pa
 
 
 def compose_data(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_object(cfg.data)
+    return OmegaConf.to_object(composed(*overrides).data)
 
 
 def tybalt_reference(path: Path, n_genes: int) -> pd.DataFrame:

@@ -6,23 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import make_config
+from conftest import composed, make_config
 from vaebench.task import run
-from vaebench.cli import conf_dir
-from vaebench.config import register_configs, schema_defaults, validate
+from vaebench.config import schema_defaults, validate
 from vaebench.models import LossMode
 from vaebench.models.base import DecoderVariance
 from vaebench.config import Stopping
 from vaebench.results import config_hash, device_identity
-
-
-def composed(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def cpu_hash(*overrides: str) -> str:

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from vaebench.cli import conf_dir
-from vaebench.config import register_configs
+from conftest import composed
 from vaebench.data import load_dataset
 from vaebench.data.public import DOWNLOADS
 from vaebench.errors import UserError
@@ -70,10 +68,7 @@ def server():
 
 
 def data_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_object(cfg.data)
+    return OmegaConf.to_object(composed(*overrides).data)
 
 
 def pancan(base: str, cache: Path, *more: str):

@@ -36,7 +36,8 @@ GROUPS = frozenset(p.name for p in Path(conf_dir()).iterdir() if p.is_dir())  # 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked `long(seconds)` (their rough time on an idle 2-core machine: they start vaebench processes) run
     first, longest first. The workers steal from the end of each other's queues (make test: --dist worksteal), so
-    the run ends on short tests, not on one worker finishing a long one while the other waits."""
+    the run ends on short tests, not on one worker finishing a long one while the other waits. A module's tests
+    are then not together: a fixture a long test shares with others is session-scoped, or it is made twice."""
     def seconds(item: pytest.Item) -> float:
         mark = item.get_closest_marker("long")
         return mark.args[0] if mark else 0.0

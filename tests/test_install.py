@@ -18,7 +18,7 @@ from conftest import REPO
 NOISE = re.compile(r"deprecat|would be ignored|absent from the `packages`|SetuptoolsWarning", re.IGNORECASE)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: the long tests run first (conftest.py), this module's others later
 def wheel(tmp_path_factory) -> tuple[Path, str]:
     """The wheel pip builds from this checkout (isolated build, as `pip install .` does), and the build's output."""
     out = tmp_path_factory.mktemp("wheel")

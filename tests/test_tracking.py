@@ -62,10 +62,12 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def servers(tmp_path_factory):
-    """One live server for the module's tests (starting one costs ~8 s of CPU), a new one after a test killed it.
-    Each test logs into its own experiment (named after its sweep directory), so they share a store safely."""
+    """One live server for the tests of a session (one starts in ~9 s: the `mlflow server` command and its uvicorn
+    process each import MLflow), a new one after a test killed it. Session-scoped, not module-scoped: the long tests
+    run first, in their own order (conftest.py), and a module's fixture would be torn down between its tests. Each
+    test logs into its own experiment (named after its sweep directory), so they share a store safely."""
     started: list[tuple[subprocess.Popen, str]] = []
 
     def live() -> tuple[subprocess.Popen, str]:

@@ -28,7 +28,7 @@ TINY = ["data.n_samples=240", "data.n_genes=40", "trainer.max_epochs=2", "traine
 # For the processes of tests that check the process (launcher, resume, signals, locks, tracking), not the scores: the
 # latent scores import scikit-learn (~1.3 s of CPU), a quarter of such a process. The scores are tested in-process
 # (test_latent.py, test_sweep_costs.py) and through the command (test_cli.py's single run, test_objective.py).
-UNSCORED = [*TINY, "trainer.latent_metrics=false"]
+UNSCORED = [*TINY, "trainer.latent_metrics=False"]  # False: as Hydra writes it back in a sweep job's directory name
 _composed: dict[tuple[str, ...], DictConfig] = {}
 GROUPS = frozenset(p.name for p in Path(conf_dir()).iterdir() if p.is_dir())  # model, optimizer, data, ...
 

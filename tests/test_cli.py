@@ -163,7 +163,8 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
     assert "[4/4]" in again.stdout
 
 
-@pytest.mark.long(11)
+@pytest.mark.slow  # three processes (~11 s): Submitit's launcher, as the real cluster test in test_cluster.py; the
+# cluster path's resume and job lines are checked in-process in make test (test_faults.py, test_cluster.py)
 def test_submitit_local_launcher_runs_a_tiny_grid(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="install vaebench[cluster]")
     proc = run_cli("-m", "hydra/launcher=local", "model=vae,logcosh", *UNSCORED, "hydra.sweep.dir=sweep", cwd=tmp_path)

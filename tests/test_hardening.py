@@ -246,11 +246,11 @@ def test_two_identical_sweeps_train_each_job_once_and_count_to_their_total(tmp_p
 def test_a_job_that_cannot_write_its_directory_costs_one_line_and_the_others_run(tmp_path):
     (tmp_path / "sweep").mkdir()
     # The job's directory name: its overrides, sorted, without device (hydra.job.config.override_dirname.exclude_keys)
-    blocked = ",".join(sorted(["lr=0.01", *(o for o in TINY if not o.startswith("device="))]))
+    blocked = ",".join(sorted(["lr=0.01", *(o for o in UNSCORED if not o.startswith("device="))]))
     (tmp_path / "sweep" / blocked).write_text("")  # a file where the directory should be: even root cannot write
     # n_jobs=1: the jobs in the launcher's process, where the blocked job's failure must not stop the next one either
     # (launcher.execute_job guards both paths; a worker's outcome coming back is every parallel sweep's).
-    proc = run_cli("-m", "lr=0.001,0.01,0.1", *TINY, "hydra.sweep.dir=sweep", "hydra.launcher.n_jobs=1", cwd=tmp_path)
+    proc = run_cli("-m", "lr=0.001,0.01,0.1", *UNSCORED, "hydra.sweep.dir=sweep", "hydra.launcher.n_jobs=1", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("vaebench: error:")]
     assert len(errors) == 1 and "job lr=0.01" in errors[0] and "cannot write its output" in errors[0]

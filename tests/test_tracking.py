@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import UNSCORED, run_cli
+from conftest import UNSCORED, make_config, run_cli
 
 mlflow = pytest.importorskip("mlflow", reason='logger=mlflow needs MLflow: pip install "vaebench[mlflow]"')
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from vaebench.results import F, IDENTITY  # noqa: E402
+from vaebench.task import run  # noqa: E402
 
 # Four SGD jobs: lr=1e4 really diverges (status diverged), the others finish.
 GRID = ["-m", "optimizer=sgd", "lr=1e-3,1e-2,1e-1,1e4", *UNSCORED, "hydra.launcher.n_jobs=2"]
@@ -147,15 +148,14 @@ def test_server_killed_mid_sweep_leaves_every_result(servers, tmp_path):
     assert "vaebench: warning: mlflow tracking" in err
 
 
-@pytest.mark.long(8)
-def test_default_store_is_a_sqlite_file_under_outputs(tmp_path):
-    proc = run_cli("logger=mlflow", *UNSCORED, cwd=tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+def test_default_store_is_a_sqlite_file_under_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where vaebench runs: the default store is ./outputs/mlflow.db, as outputs/runs
+    run(make_config("logger=mlflow", "trainer.latent_metrics=false"), tmp_path / "outputs" / "runs" / "one")
     db = tmp_path / "outputs" / "mlflow.db"
     assert db.is_file()
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("vaebench")
-    (run,) = client.search_runs([experiment.experiment_id])
+    (tracked,) = client.search_runs([experiment.experiment_id])
     (result,) = results_under(tmp_path / "outputs" / "runs").values()
-    assert run.data.tags[F.status] == result[F.status] == "ok"
+    assert tracked.data.tags[F.status] == result[F.status] == "ok"
     assert (tmp_path / "outputs" / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()

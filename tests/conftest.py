@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import gc
 import os
 import subprocess
@@ -12,13 +11,11 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
 from vaebench.cli import conf_dir
 from vaebench.config import register_configs
+from vaebench.sweep import compose_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 # trainer.threads=1: at these shapes a second torch thread only waits for the first (an in-process run cost
@@ -31,6 +28,7 @@ TINY = ["data.n_samples=240", "data.n_genes=40", "trainer.max_epochs=2", "traine
 # (test_latent.py, test_sweep_costs.py) and through the command (test_cli.py's single run, test_objective.py).
 UNSCORED = [*TINY, "trainer.latent_metrics=False"]  # False: as Hydra writes it back in a sweep job's directory name
 _composed: dict[tuple[str, ...], DictConfig] = {}
+_by_options: dict[tuple[str, ...], DictConfig] = {}  # Hydra's compositions, by their group options
 GROUPS = frozenset(p.name for p in Path(conf_dir()).iterdir() if p.is_dir())  # model, optimizer, data, ...
 
 
@@ -77,38 +75,19 @@ def make_config(*overrides: str) -> DictConfig:
 
 def composed(*overrides: str) -> DictConfig:
     """The config Hydra composes from these overrides, each caller its own deep copy (a test that changes its config
-    changes no other test's).
-
-    Hydra's composition costs ~0.16 s of CPU, and the suite asks for ~100 override sets in each worker: Hydra composes
-    each set of group options (model=iwae, objective=paper, +experiment=...) once per process, and a plain change of
-    a setting (lr=1e-2, data.n_types=3) is applied to a copy as Hydra itself applies it after composing (its parser's
-    value, OmegaConf.update with merge). What that refuses (an unknown key, a wrong type) is composed by Hydra whole,
-    so a test sees Hydra's own error."""
+    changes no other test's). Composed as a sweep's check composes its jobs (vaebench.sweep.compose_jobs): Hydra once
+    per set of group options in this process, each change of a setting applied to a copy; the suite asks for ~150
+    override sets, at ~0.16 s of CPU each when Hydra composed every one."""
     key = tuple(overrides)
     if key not in _composed:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-        changes = [o for o in parsed if is_setting_change(o)]
-        cfg = copy.deepcopy(composed_once(tuple(text for text, o in zip(overrides, parsed) if o not in changes)))
-        try:
-            for o in changes:
-                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
-        except OmegaConfBaseException:
-            cfg = composed_once(key)
-        _composed[key] = cfg
+        (_composed[key],) = compose_jobs([key], compose_with_hydra, GROUPS, _by_options)
     return copy.deepcopy(_composed[key])
 
 
-def is_setting_change(override: Override) -> bool:
-    """`key=value` for a setting, not a config group's option (model=iwae), an addition (+...) or a deletion (~...)."""
-    return (override.type is OverrideType.CHANGE and override.package is None
-            and "/" not in override.key_or_group and override.key_or_group not in GROUPS)
-
-
-@functools.cache
-def composed_once(overrides: tuple[str, ...]) -> DictConfig:
+def compose_with_hydra(overrides: list[str]) -> DictConfig:
     register_configs()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=overrides)
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 240, entry: str = "vaebench") -> subprocess.CompletedProcess:

@@ -102,3 +102,32 @@ def test_a_workers_second_job_gives_the_first_jobs_numbers_and_both_say_what_the
     assert second["timing"]["imports"] == 0  # a process imports once, its first job says so
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("timing ")]
     assert len(lines) == 2 and all('"result"' in line for line in lines)  # the log's copy adds the result's write
+
+
+def test_a_sweeps_jobs_compose_as_hydra_composes_each_one_and_a_bad_value_gets_hydras_error():
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+    from omegaconf import OmegaConf
+
+    from conftest import GROUPS
+    from vaebench.cli import conf_dir
+    from vaebench.config import register_configs
+    from vaebench.sweep import compose_jobs
+
+    jobs = [["model=iwae", "lr=0.01"], ["+experiment=demo", "seed=2"], ["data=table", "data.path=/x/m.tsv"],
+            ["data.n_samples=300", "trainer.batch_size=auto", "model=infovae"], ["model.hidden_dims=[64,32]"],
+            ["objective=paper", "optimizer=sgd", "lr=0.1"], ["logger=mlflow", "logger.tracking_uri=http://h:5000"]]
+    hydra_calls = []
+    register_configs()
+
+    def hydra(overrides: list[str]):
+        hydra_calls.append(overrides)
+        return compose(config_name="config", overrides=overrides)
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        for job, cfg in zip(jobs, compose_jobs(jobs, hydra, GROUPS)):
+            whole = compose(config_name="config", overrides=job)
+            assert OmegaConf.to_yaml(cfg) == OmegaConf.to_yaml(whole) and OmegaConf.is_struct(cfg), job
+        assert ["data.n_samples=300", "trainer.batch_size=auto", "model=infovae"] not in hydra_calls  # a copy's changes
+        with pytest.raises(ConfigCompositionException, match="Error merging override lr=abc"):
+            compose_jobs([["lr=abc"]], hydra, GROUPS)

@@ -13,6 +13,7 @@ counts only its own, so no counter exceeds its total.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import json
@@ -23,14 +24,15 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Collection, Optional, Sequence
 
 from hydra import compose
 from hydra.errors import HydraException
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vaebench.config import validate
@@ -77,6 +79,34 @@ def distinct_value_jobs(jobs: list[list[str]]) -> list[list[str]]:
     return [list(job) for job in sorted(picked)]
 
 
+def compose_jobs(jobs: Sequence[Sequence[str]], compose_one: Callable[[list[str]], DictConfig],
+                 groups: Collection[str], cache: Optional[dict[tuple[str, ...], DictConfig]] = None) -> list[DictConfig]:
+    """Each job's config as Hydra composes it, for a fraction of the cost. compose_one(overrides) is Hydra's
+    composition (~0.16 s of CPU); it runs once for each distinct set of group options (model=iwae, +experiment=demo,
+    anything but a plain change of a setting), and a job's changes of settings (lr=1e-2, data.n_types=3) are applied
+    to a copy as Hydra applies them after composing: its parser's value, OmegaConf.update with merge. A change that
+    does not apply (an unknown key, a wrong type) has the whole job composed by Hydra, for Hydra's own error.
+    groups: the top-level config group names (model, optimizer, ...); cache: kept across calls by the caller."""
+    cache = {} if cache is None else cache
+    parser = OverridesParser.create()
+    configs = []
+    for overrides in jobs:
+        parsed = parser.parse_overrides(list(overrides))
+        changes = [i for i, o in enumerate(parsed) if o.type is OverrideType.CHANGE and o.package is None
+                   and "/" not in o.key_or_group and o.key_or_group not in groups]
+        options = tuple(text for i, text in enumerate(overrides) if i not in changes)
+        if options not in cache:
+            cache[options] = compose_one(list(options))
+        cfg = copy.deepcopy(cache[options])
+        try:
+            for i in changes:
+                OmegaConf.update(cfg, parsed[i].key_or_group, parsed[i].value(), merge=True)
+        except OmegaConfBaseException:
+            cfg = compose_one(list(overrides))
+        configs.append(cfg)
+    return configs
+
+
 def one_line(error: BaseException) -> str:
     """A composition error in one line, with what Hydra spreads over several: the options it lists, one per
     line ("Available options in 'model':" then each), and the reason it keeps in the chained exception
@@ -115,8 +145,10 @@ class SweepCallback(Callback):
         jobs = job_overrides(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
         if jobs:
             try:
-                typed = [validate(compose(config_name=kwargs.get("config_name") or "config", overrides=overrides))
-                         for overrides in distinct_value_jobs(jobs)]
+                name = kwargs.get("config_name") or "config"
+                groups = {choice.split("/")[0] for choice in config.hydra.runtime.choices}
+                typed = [validate(cfg) for cfg in compose_jobs(
+                    distinct_value_jobs(jobs), lambda overrides: compose(config_name=name, overrides=overrides), groups)]
                 from vaebench.resume import device_type_without_torch
 
                 # cuda:N past the GPUs: before any job. A device certain to be the CPU needs no check (nor torch).

@@ -17,14 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from conftest import run_cli
 from test_artifacts import counts_file, table_config
 from test_data import write_table
-from test_public_data import CLINICAL, MATRIX, SAMPLES, Files, data_config, downloads, pancan, server  # noqa: F401
+from test_public_data import MATRIX, SAMPLES, Files, data_config, pancan, server  # noqa: F401 - server: a fixture
 from vaebench.artifacts import MODEL_FILE
 from vaebench.data import load_dataset
 from vaebench.data.public import DOWNLOADS

@@ -11,7 +11,7 @@ import yaml
 from conftest import TINY, run_cli
 from test_aggregate import table, table_with, write_run
 from vaebench import aggregate as agg
-from vaebench.search import FailedRun, objective_value
+from vaebench.search import objective_value
 
 
 def test_a_successful_run_returns_its_value_and_a_failed_one_no_number():

@@ -25,7 +25,7 @@ TINY = ["data.n_samples=240", "data.n_genes=40", "trainer.max_epochs=2", "traine
         "trainer.threads=1"]
 # For the processes of tests that check the process (launcher, resume, signals, locks, tracking), not the scores: the
 # latent scores import scikit-learn (~1.3 s of CPU), a quarter of such a process. The scores are tested in-process
-# (test_latent.py, test_sweep_costs.py) and through the command (test_cli.py's single run, test_objective.py).
+# (test_latent.py, test_sweep_costs.py, test_objective.py) and through the command (test_cli.py's single run).
 UNSCORED = [*TINY, "trainer.latent_metrics=False"]  # False: as Hydra writes it back in a sweep job's directory name
 _composed: dict[tuple[str, ...], DictConfig] = {}
 _by_options: dict[tuple[str, ...], DictConfig] = {}  # Hydra's compositions, by their group options
@@ -55,8 +55,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before each test, everything alive is left out of later garbage collections (gc.freeze), as a sweep worker
     does before its first job (vaebench.task.freeze_long_lived). Each in-process run ends with a full collection
     (vaebench.device.release_memory), and the collector's own passes walk every tracked object: with the compiled
-    configs, figures and modules that hundreds of tests leave alive, that was ~0.1-0.3 s each time, ~20 % of the
-    in-process tests' CPU. The price: cyclic garbage of earlier tests is never collected (~60 MB over the suite)."""
+    configs, figures and modules that hundreds of tests leave alive, that was up to ~0.35 s each time, a fifth of the
+    CPU of test_train, test_faults, test_aggregate and test_artifacts together. The price: cyclic garbage of earlier
+    tests is never collected (+60 MB of peak memory over those four files)."""
     gc.freeze()
 
 

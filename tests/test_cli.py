@@ -130,8 +130,8 @@ def test_paper_grid_runs_with_command_line_values(tmp_path):
 
 @pytest.mark.long(15)
 def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
-    # Jobs of about a second each (600 x 100, 15 epochs): the kill lands when the first result does, with the other
-    # worker's job half-trained and at least two of the four jobs left (asserted below), as with larger data; the
+    # Jobs of a fraction of a second each (600 x 100, 15 epochs): the kill lands when the first result does, with the
+    # other worker's job under way and at least two of the four jobs left (asserted below), as with larger data; the
     # resume is the same code path at any size. One torch thread per job, as two workers on two cores get, whatever
     # the machine, and on the resume's one worker. No latent scores: the resume, not the scoring, is under test.
     grid = ["-m", "lr=1e-3,1e-2", "latent_dim=5,10", "data.n_samples=600", "data.n_genes=100",

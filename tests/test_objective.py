@@ -9,12 +9,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import composed, make_config
-from vaebench.task import run
 from vaebench.config import schema_defaults, validate
 from vaebench.models import LossMode
 from vaebench.models.base import DecoderVariance
 from vaebench.config import Stopping
 from vaebench.results import config_hash, device_identity
+from vaebench.task import run
 
 
 def cpu_hash(*overrides: str) -> str:

@@ -514,7 +514,6 @@ def lock_held(lock: Path) -> bool:
         return False
 
 
-@pytest.mark.long(4)
 def test_a_new_sqlite_store_is_opened_and_migrated_under_the_lock(tmp_path, monkeypatch):
     pytest.importorskip("mlflow", reason='logger=mlflow needs MLflow: pip install "vaebench[mlflow]"')
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore

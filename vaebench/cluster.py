@@ -155,7 +155,8 @@ def finished_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> dict
 
     from vaebench.results import RESULT_FILE
     from vaebench.sweep import job_dirname
-    from vaebench.task import finished
+    from vaebench.resume import kept_result
+    from vaebench.task import identity
 
     config = launcher.config
     naming = config.hydra.job.config.override_dirname
@@ -171,7 +172,8 @@ def finished_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> dict
         task_cfg = copy.deepcopy(sweep_config)
         with read_write(task_cfg), open_dict(task_cfg):
             del task_cfg["hydra"]
-        done = finished(task_cfg, out_dir, multirun=True, kind=node_kind(str(task_cfg.device), config.hydra.launcher))
+        typed, _, cfg_hash = identity(task_cfg, node_kind(str(task_cfg.device), config.hydra.launcher))
+        done = kept_result(typed, cfg_hash, out_dir, multirun=True)
         if done is not None:
             found[k] = done
     return found

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from vaebench import artifact_files
-from vaebench.config import schema_defaults, validate
+from vaebench.config import Config, schema_defaults, validate
 from vaebench.results import F, config_hash, device_identity, finished_result
 
 GPU_NODE = "/dev/nvidiactl"  # the NVIDIA driver's control device: present wherever CUDA could run
@@ -35,13 +35,23 @@ def already_finished(cfg: DictConfig, out_dir: Path, multirun: bool) -> Optional
     """The finished result a resumed job keeps (marked "skipped"), or None: the job runs (or the task decides)."""
     typed = validate(cfg)
     kind = device_type_without_torch(typed.device)
-    if not typed.resume or kind is None:
+    if kind is None:
         return None
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    done = finished_result(out_dir, config_hash(device_identity(resolved, kind), schema_defaults(typed)))
+    done = kept_result(typed, config_hash(device_identity(resolved, kind), schema_defaults(typed)), out_dir, multirun)
+    return None if done is None else {**done, "skipped": True, F.wall_time_s: 0.0}
+
+
+def kept_result(typed: Config, cfg_hash: str, out_dir: Path, multirun: bool) -> Optional[dict[str, Any]]:
+    """The finished result out_dir holds for this job's config_hash, which a resume keeps; None when the job must
+    run: resume=false, no result for this hash, or an ok one lacking an artifact the job asks for (a failed run
+    saves nothing). The rule for this check, the task's (vaebench.task.run) and a cluster resume's."""
+    if not typed.resume:
+        return None
+    done = finished_result(out_dir, cfg_hash)
     if done is None:
         return None
     wants = artifact_files.wanted(typed.trainer, multirun)
     if done[F.status] == "ok" and not artifact_files.present(out_dir, wants, artifact_files.anndata_input(typed.data)):
-        return None  # a failed run saves nothing; an ok one lacking an artifact asked for trains again
-    return {**done, "skipped": True, F.wall_time_s: 0.0}
+        return None
+    return done

@@ -32,11 +32,12 @@ from vaebench.data import Dataset
 from vaebench.baselines import assess, cached, held_out_scores, split_key
 from vaebench import artifact_files, claim  # vaebench.artifacts (pandas) only when a run saves a file
 from vaebench.results import (DIVERGED, METRICS_FILE, F, Result, config_hash, describe, device_identity,
-                              finished_result, write_result)
+                              write_result)
 from vaebench.device import (DeviceFailed, available_cpus, broken, deterministic_cuda, device_name,
                              device_type, is_fatal, is_out_of_memory, mark_broken, peak_memory_mb, pick_device,
                              release_memory, reset_peak_memory)
 from vaebench.precheck import checked_data
+from vaebench.resume import kept_result
 from vaebench.progress import MetricsWriter, ProgressBar, Stopwatch
 from vaebench import tracking
 from vaebench.models.base import row_variance
@@ -96,19 +97,6 @@ def identity(cfg: DictConfig, kind: Optional[str] = None) -> tuple[Any, dict[str
     return typed, resolved, config_hash(device_identity(resolved, kind), schema_defaults(typed))
 
 
-def finished(cfg: DictConfig, out_dir: Path, multirun: bool, kind: Optional[str] = None) -> Optional[dict[str, Any]]:
-    """The finished result a resume keeps for this job, or None when it must run (resume=false included)."""
-    typed, _, cfg_hash = identity(cfg, kind)
-    if not typed.resume:
-        return None
-    done = finished_result(out_dir, cfg_hash)
-    wants = artifact_files.wanted(typed.trainer, multirun)
-    if done is not None and (done[F.status] != "ok"  # a failed run saves nothing
-                             or artifact_files.present(out_dir, wants, artifact_files.anndata_input(typed.data))):
-        return done
-    return None
-
-
 def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_bar: bool = False,
         slot_dir: Optional[Path] = None, multirun: bool = False) -> dict[str, Any]:
     """Run the job `cfg` into out_dir and return its result (also written as out_dir/result.json), with the
@@ -124,7 +112,7 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     kind = device_type(typed.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     wants = artifact_files.wanted(typed.trainer, multirun)
-    done = finished(cfg, out_dir, multirun)
+    done = kept_result(typed, cfg_hash, out_dir, multirun)
     if done is not None:
         log.info("skipped: %s already holds a finished result (status %s)", out_dir, done[F.status])
         return {**done, "skipped": True, F.wall_time_s: time.perf_counter() - checked}

@@ -19,17 +19,23 @@ def cpu_of_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def fresh_processes(argv: list[str], repeats: int, status: int = 0) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds (user + sys, its children included) of `repeats` fresh runs of argv."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        cpu_before, started = cpu_of_children(), time.perf_counter()
+        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+        walls.append(time.perf_counter() - started)
+        cpus.append(cpu_of_children() - cpu_before)
+        if proc.returncode != status:
+            raise SystemExit(f"bench: {' '.join(argv)} exited {proc.returncode}, expected {status}: "
+                             f"{proc.stderr[-1000:]}")
+    return walls, cpus
+
+
 def startup(ctx: Context, repeats: int = 5) -> None:
     for label, args, status in COMMANDS:
-        walls, cpus = [], []
-        for _ in range(repeats):
-            cpu_before, started = cpu_of_children(), time.perf_counter()
-            proc = subprocess.run([vaebench_exe(), *args], cwd=REPO, capture_output=True, text=True, timeout=120)
-            walls.append(time.perf_counter() - started)
-            cpus.append(cpu_of_children() - cpu_before)
-            if proc.returncode != status:
-                raise SystemExit(f"bench: vaebench {' '.join(args)} exited {proc.returncode}, expected {status}: "
-                                 f"{proc.stderr[-1000:]}")
+        walls, cpus = fresh_processes([vaebench_exe(), *args], repeats, status)
         wall, cpu = median(walls), median(cpus)
         ctx.table.add("startup", f"vaebench {' '.join(args)} ({label})", secs(wall), target="< 1 s", met=wall < 1.0,
                       note=f"CPU time {secs(cpu)}; median of {repeats} fresh processes")
@@ -41,12 +47,7 @@ def import_floor(ctx: Context, repeats: int) -> None:
     """What every process that trains pays before its first step, whatever vaebench does: a fresh Python importing
     the training loop (torch, and torch._dynamo, which torch.optim's optimizers import on their first step). A sweep
     cannot show its first epoch sooner than this after its first worker starts (issue 23's 3 s target)."""
-    walls, cpus = [], []
-    for _ in range(repeats):
-        cpu_before, started = cpu_of_children(), time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import vaebench.task"], cwd=REPO, check=True, timeout=120)
-        walls.append(time.perf_counter() - started)
-        cpus.append(cpu_of_children() - cpu_before)
+    walls, cpus = fresh_processes([sys.executable, "-c", "import vaebench.task"], repeats)
     ctx.table.add("startup", "floor: a fresh Python importing the training loop (torch, torch._dynamo)",
                   secs(median(walls)), note=f"CPU time {secs(median(cpus))}; median of {repeats} fresh processes; "
                   "every training process (a single run, each sweep worker) pays it before its first step")

@@ -32,6 +32,7 @@ _by_options: dict[tuple[str, ...], DictConfig] = {}  # Hydra's compositions, by 
 GROUPS = frozenset(p.name for p in Path(conf_dir()).iterdir() if p.is_dir())  # model, optimizer, data, ...
 
 
+@pytest.hookimpl(trylast=True)  # after -m 'not slow' deselects: the shares are of the tests that run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `long(seconds)` (their rough time on an idle 2-core machine: they start vaebench processes) are
     dealt out, longest first, to the heads of the xdist workers' first shares, so that each worker starts on its

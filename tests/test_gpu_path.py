@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import TINY, UNSCORED, make_config, run_cli
-from vaebench import claim, device
+from vaebench import claim, device, machine
 from vaebench.config import schema_defaults, validate
 from vaebench.errors import UserError
 from vaebench.results import F, Result, config_hash, device_identity, finished_result, read_result, write_result
@@ -25,8 +25,10 @@ from vaebench.task import run
 
 @pytest.fixture
 def fake_gpus(monkeypatch):
-    """torch sees `n` GPUs (no CUDA call is made: set_device is a no-op); the slot this process holds is reset."""
+    """torch sees `n` GPUs (no CUDA call is made: set_device is a no-op), and the driver's device node is there (the
+    torch-free checks, vaebench.machine, then leave the device to torch); the slot this process holds is reset."""
     def fake(n: int) -> None:
+        monkeypatch.setattr(machine, "GPU_NODE", __file__)
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
         monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
@@ -111,7 +113,7 @@ def test_parallel_jobs_and_jobs_per_gpu(fake_gpus, monkeypatch):
     assert parallel_jobs("auto", None) == 8 and parallel_jobs("auto", 3) == 6 and parallel_jobs("cuda:1", 3) == 3
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=6 * 2**30))
     assert device.jobs_per_gpu(None) == 1  # a small GPU: one job each
-    monkeypatch.setattr(device, "available_cpus", lambda: 5)
+    monkeypatch.setattr(machine, "available_cpus", lambda: 5)
     assert parallel_jobs("cpu", None) == 5
     with pytest.raises(UserError, match="jobs_per_gpu"):
         validate(make_config("jobs_per_gpu=0"))
@@ -201,7 +203,7 @@ def test_threads_come_from_the_process_affinity_under_every_launcher(monkeypatch
     import vaebench.cli as cli
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})  # of the node's many
-    assert device.available_cpus() == 6
+    assert machine.available_cpus() == 6
 
     def launcher(**keys):
         monkeypatch.setattr(cli.HydraConfig, "get", staticmethod(

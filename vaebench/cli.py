@@ -76,8 +76,13 @@ def key_meanings() -> str:
 def parallel_jobs(device: str = "auto", per_gpu: Optional[int] = None) -> int:
     """Default number of parallel jobs (conf/hydra/launcher/parallel.yaml): on CUDA jobs_per_gpu per GPU (one
     GPU for device=cuda:N), else one per core this process may use."""
-    from vaebench.device import available_cpus, device_type, jobs_per_gpu
+    from vaebench.machine import available_cpus, device_type_without_torch
+
+    if device_type_without_torch(device) == "cpu":  # torch's import is for the workers: the main process skips it
+        return available_cpus()
     import torch
+
+    from vaebench.device import device_type, jobs_per_gpu
 
     if device_type(device) == "cpu" or not torch.cuda.is_available():
         return available_cpus()
@@ -100,7 +105,7 @@ def threads_per_job() -> int:
     """Torch threads for this job, from the CPUs this process may use (its affinity: under SLURM the job's
     CPUs, not the node's), so that parallel jobs x threads never exceed them; a launcher's cpus_per_task
     (Submitit) caps it."""
-    from vaebench.device import available_cpus
+    from vaebench.machine import available_cpus
 
     cores = available_cpus()
     hc = HydraConfig.get()

@@ -35,14 +35,6 @@ GPU_MEMORY_PER_JOB = 8 * 2**30
 MAX_JOBS_PER_GPU = 4
 
 
-def available_cpus() -> int:
-    """The CPUs this process may run on (SLURM, taskset and cgroup cpusets narrow it), not the machine's."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
 def device_type(name: str) -> str:
     """cpu or cuda: where a run with device=`name` trains on this machine (its identity in config_hash)."""
     if name == "auto":

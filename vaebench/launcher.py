@@ -78,7 +78,7 @@ def workers_wanted(n_jobs: Any, jobs: int) -> int:
     """joblib's n_jobs as a number of processes: -1 = one per CPU, -2 = all but one, ...; at most one per job."""
     n = int(n_jobs or 1)
     if n < 0:
-        from vaebench.device import available_cpus  # imports torch: only when the CPUs are counted
+        from vaebench.machine import available_cpus
 
         n = max(1, available_cpus() + 1 + n)
     return max(1, min(n, jobs))

@@ -9,7 +9,6 @@ Without torch it is known for device=cpu, and for device=auto on a machine with 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,18 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaebench import artifact_files
 from vaebench.config import Config, schema_defaults, validate
+from vaebench.machine import device_type_without_torch
 from vaebench.results import F, config_hash, device_identity, finished_result
-
-GPU_NODE = "/dev/nvidiactl"  # the NVIDIA driver's control device: present wherever CUDA could run
-
-
-def device_type_without_torch(device: str) -> Optional[str]:
-    """cpu or cuda where that is certain without importing torch; None where only torch can tell."""
-    if device == "cpu":
-        return "cpu"
-    if device == "auto" and not os.path.exists(GPU_NODE):
-        return "cpu"
-    return None
 
 
 def already_finished(cfg: DictConfig, out_dir: Path, multirun: bool) -> Optional[dict[str, Any]]:

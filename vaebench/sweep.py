@@ -149,7 +149,7 @@ class SweepCallback(Callback):
                 groups = {choice.split("/")[0] for choice in config.hydra.runtime.choices}
                 typed = [validate(cfg) for cfg in compose_jobs(
                     distinct_value_jobs(jobs), lambda overrides: compose(config_name=name, overrides=overrides), groups)]
-                from vaebench.resume import device_type_without_torch
+                from vaebench.machine import device_type_without_torch
 
                 # cuda:N past the GPUs: before any job. A device certain to be the CPU needs no check (nor torch).
                 gpus = sorted({cfg.device for cfg in typed if device_type_without_torch(cfg.device) != "cpu"})

@@ -33,9 +33,10 @@ from vaebench.baselines import assess, cached, held_out_scores, split_key
 from vaebench import artifact_files, claim  # vaebench.artifacts (pandas) only when a run saves a file
 from vaebench.results import (DIVERGED, METRICS_FILE, F, Result, config_hash, describe, device_identity,
                               write_result)
-from vaebench.device import (DeviceFailed, available_cpus, broken, deterministic_cuda, device_name,
-                             device_type, is_fatal, is_out_of_memory, mark_broken, peak_memory_mb, pick_device,
-                             release_memory, reset_peak_memory)
+from vaebench.device import (DeviceFailed, broken, deterministic_cuda, device_name, device_type, is_fatal,
+                             is_out_of_memory, mark_broken, peak_memory_mb, pick_device, release_memory,
+                             reset_peak_memory)
+from vaebench.machine import available_cpus
 from vaebench.precheck import checked_data
 from vaebench.resume import kept_result
 from vaebench.progress import MetricsWriter, ProgressBar, Stopwatch

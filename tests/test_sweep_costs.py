@@ -131,3 +131,35 @@ def test_a_sweeps_jobs_compose_as_hydra_composes_each_one_and_a_bad_value_gets_h
         assert ["data.n_samples=300", "trainer.batch_size=auto", "model=infovae"] not in hydra_calls  # a copy's changes
         with pytest.raises(ConfigCompositionException, match="Error merging override lr=abc"):
             compose_jobs([["lr=abc"]], hydra, GROUPS)
+
+
+def test_hydras_check_of_a_batch_composes_each_set_of_group_options_once_with_hydras_error():
+    """Before it launches a batch, Hydra checks that every job composes (Sweeper.validate_batch_is_legal; a sweep
+    installs vaebench.sweep.check_batch for it): each distinct set of group options is composed once, not each job."""
+    from types import SimpleNamespace
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+
+    from vaebench.cli import conf_dir
+    from vaebench.config import register_configs
+    from vaebench.sweep import check_batch
+
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        master = compose(config_name="config", return_hydra_config=True)
+        loader = GlobalHydra.instance().config_loader()
+        composed = []
+
+        def load_sweep_config(master_config, sweep_overrides):
+            composed.append(sweep_overrides)
+            return loader.load_sweep_config(master_config, sweep_overrides)
+
+        sweeper = SimpleNamespace(config=master, hydra_context=SimpleNamespace(
+            config_loader=SimpleNamespace(load_sweep_config=load_sweep_config)))
+        grid = [[f"lr={lr}", f"latent_dim={d}", f"seed={s}"] for lr in (1e-3, 1e-2) for d in (5, 10) for s in (0, 1)]
+        check_batch(sweeper, grid + [["model=iwae", "lr=0.1"], ["model=iwae", "lr=0.2"]])
+        assert composed == [[], ["model=iwae"]]  # 10 jobs, 2 compositions
+        with pytest.raises(ConfigCompositionException, match="Error merging override lr=abc"):
+            check_batch(sweeper, [["lr=0.1"], ["lr=abc"]])

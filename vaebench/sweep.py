@@ -32,6 +32,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from hydra.experimental.callback import Callback
+from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -107,6 +108,21 @@ def compose_jobs(jobs: Sequence[Sequence[str]], compose_one: Callable[[list[str]
     return configs
 
 
+def check_batch(sweeper: Sweeper, batch: Sequence[Sequence[str]]) -> None:
+    """Hydra's check that every job of a batch composes, before the batch is launched (validate_batch_is_legal),
+    composed as compose_jobs composes: Hydra's version composed each job in full in the main process before any
+    job could start, ~0.16 s of CPU each (2.6 s for a 16-job grid). A job that does not compose still raises
+    Hydra's own error."""
+    master = sweeper.config
+    compose_jobs(batch, lambda overrides: sweeper.hydra_context.config_loader.load_sweep_config(master, overrides),
+                 config_groups(master))
+
+
+def config_groups(config: DictConfig) -> set[str]:
+    """The top-level config groups of a composed config (model, optimizer, hydra, ...), as compose_jobs needs them."""
+    return {choice.split("/")[0] for choice in config.hydra.runtime.choices}
+
+
 def one_line(error: BaseException) -> str:
     """A composition error in one line, with what Hydra spreads over several: the options it lists, one per
     line ("Available options in 'model':" then each), and the reason it keeps in the chained exception
@@ -142,13 +158,14 @@ class SweepCallback(Callback):
         from vaebench import launcher
 
         launcher.install()  # before the launcher runs: its per-job guard (imports joblib: here, not at start-up)
+        Sweeper.validate_batch_is_legal = check_batch  # the base class: Hydra re-imports its plugins' modules
         jobs = job_overrides(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
         if jobs:
             try:
                 name = kwargs.get("config_name") or "config"
-                groups = {choice.split("/")[0] for choice in config.hydra.runtime.choices}
                 typed = [validate(cfg) for cfg in compose_jobs(
-                    distinct_value_jobs(jobs), lambda overrides: compose(config_name=name, overrides=overrides), groups)]
+                    distinct_value_jobs(jobs), lambda overrides: compose(config_name=name, overrides=overrides),
+                    config_groups(config))]
                 from vaebench.machine import device_type_without_torch
 
                 # cuda:N past the GPUs: before any job. A device certain to be the CPU needs no check (nor torch).

@@ -92,6 +92,14 @@ def compose_with_hydra(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
+def poisoned(where: Path, *names: str) -> dict[str, str]:
+    """An environment in which importing each of `names` fails, naming it."""
+    for name in names:
+        (where / name).mkdir(parents=True)
+        (where / name / "__init__.py").write_text(f"raise ImportError('{name} imported at start-up')\n")
+    return {**os.environ, "PYTHONPATH": str(where), "HYDRA_FULL_ERROR": "0"}
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 240, entry: str = "vaebench") -> subprocess.CompletedProcess:
     """The installed command, as a user runs it (cwd decides where outputs/ lands)."""
     exe = Path(sys.executable).with_name(entry)

@@ -12,6 +12,7 @@ import sys
 import xml.etree.ElementTree as ET
 from itertools import product
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -736,21 +737,24 @@ def test_any_numeric_field_is_a_metric(tmp_path):
 
 # ------------------------------------------------------------------------------------------ real sweep
 
-def command(name: str, *args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess:
+def command(name: str, *args: str, cwd: Path, cache: Path,
+            env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name(name)
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "VAEBENCH_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"})
+                          env={**(env or os.environ), "VAEBENCH_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"})
 
 
 @pytest.mark.long(5)
 def test_real_results_through_the_installed_command(tmp_path):
-    """Results as vaebench.task writes them (in this process: cheap), read by the installed command."""
-    from conftest import make_config
+    """Results as vaebench.task writes them (in this process: cheap), read by the installed command, which never
+    imports torch (a third of its start-up)."""
+    from conftest import make_config, poisoned
     from vaebench.task import run
 
     for optimizer in ("adam", "sgd"):
         run(make_config(f"optimizer={optimizer}", "resume=false", "data.n_types=3"), tmp_path / "runs" / optimizer)
-    done = command("vaebench-aggregate", str(tmp_path / "runs"), cwd=tmp_path, cache=tmp_path / "cache")
+    done = command("vaebench-aggregate", str(tmp_path / "runs"), cwd=tmp_path, cache=tmp_path / "cache",
+                   env=poisoned(tmp_path / "poisoned", "torch"))
     assert done.returncode == 0, done.stderr[-2000:]
     out = tmp_path / "runs" / "aggregate"
     csv = pd.read_csv(out / "results.csv")

@@ -5,22 +5,13 @@ cannot be imported: each command must behave as usual without it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import UNSCORED, run_cli
-
-
-def poisoned(where: Path, *names: str) -> dict[str, str]:
-    """An environment in which importing each of `names` fails, naming it."""
-    for name in names:
-        (where / name).mkdir(parents=True)
-        (where / name / "__init__.py").write_text(f"raise ImportError('{name} imported at start-up')\n")
-    return {**os.environ, "PYTHONPATH": str(where), "HYDRA_FULL_ERROR": "0"}
+from conftest import UNSCORED, poisoned, run_cli
 
 
 @pytest.fixture

@@ -196,7 +196,7 @@ def base_defaults() -> dict[str, Any]:
     (config_hash leaves such keys out for the same reason)."""
     from vaebench.config import LoggerConfig, TrainerConfig, schema_values
     from vaebench.data.config import DataConfig
-    from vaebench.models.base import ModelConfig
+    from vaebench.models.config import ModelConfig  # not models.base: the aggregate command never imports torch
 
     out: dict[str, Any] = {}
     for group, schema in (("trainer", TrainerConfig), ("data", DataConfig), ("model", ModelConfig),

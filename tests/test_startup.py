@@ -41,12 +41,12 @@ def test_a_finished_sweep_resumes_without_torch(tmp_path):
     no_torch = poisoned(tmp_path / "poisoned", "torch")  # numpy reads the cached data
     grid = ["-m", "seed=0,1", *UNSCORED, "hydra.sweep.dir=sweep"]
     first = run_cli(*grid, "hydra.launcher.n_jobs=1", cwd=tmp_path)  # in this process: one import of torch
-    # Rerun as a user reruns it, with the default launcher: its worker count (one per core) is counted without
-    # torch, and each job finds its result without it, in the main process or in a worker.
     assert first.returncode == 0, first.stderr[-2000:]
     results = sorted((tmp_path / "sweep").rglob("result.json"))
     assert len(results) == 2
     before = [p.read_text() for p in results]
+    # Rerun as a user reruns it, with the default launcher: its worker count (one per core) is counted without
+    # torch, and each job finds its result without it, in the main process or in a worker.
     again = vaebench(*grid, cwd=tmp_path, env=no_torch)  # every job finished: read, never trained
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("-> skipped") == 2 and "[2/2]" in again.stdout, again.stdout

@@ -45,6 +45,7 @@ import vaebench  # noqa: F401 - before torch: whatever the package sets up befor
 import torch
 
 from common import LATENTS, Context, load
+from vaebench.device import cpu_has_bf16, device_name
 from epochs import epochs, naive, naive_epochs, omp, opt_in, paired
 from efficiency import efficiency, small_epoch
 from processes import data, likelihood, memory, one_run, sweep
@@ -93,7 +94,11 @@ def main() -> None:
     cuda = torch.device("cuda") if torch.cuda.is_available() else None
     started, load_before = time.time(), os.getloadavg()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"vaebench bench {'(quick) ' if args.quick else ''}{stamp}: {platform.node()}, {cores} cores, "
+    # The host's CPU model can change between runs on a cloud VM (the same code measured ~30 % apart, amp 47x):
+    # every table names it, with torch's vector ISA and whether bf16 is native.
+    cpu = (f"{device_name(torch.device('cpu'))}, {torch.backends.cpu.get_cpu_capability()}, bf16 "
+           f"{'native' if cpu_has_bf16() else 'emulated'}")
+    print(f"vaebench bench {'(quick) ' if args.quick else ''}{stamp}: {platform.node()}, {cores} cores ({cpu}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY') or 'unset'}, cuda {torch.cuda.get_device_name(0) if cuda else 'none'}; "
           f"load average {load_before[0]:.1f}", flush=True)
@@ -145,7 +150,7 @@ def main() -> None:
 
     load_after = os.getloadavg()
     header = (f"`{' '.join(['make bench'] + (['QUICK=1'] if args.quick else []))}` on {stamp}: {platform.node()}, "
-              f"{cores} cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+              f"{cores} cores ({cpu}), torch {torch.__version__}, "
               f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY') or 'unset'}, "
               f"cuda {torch.cuda.get_device_name(0) if cuda else 'none'}; "
               f"load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at end; "

@@ -113,6 +113,16 @@ def device_name(device: torch.device) -> Optional[str]:
     return platform.processor() or platform.machine() or None
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (oneDNN's check: AVX512-BF16 or AMX). Without it torch emulates
+    bf16 matrix products: ~230x slower than float32 on an AVX2 AMD EPYC, which made trainer.amp's epochs 47x
+    slower there (BENCHMARKS.md, "Opt-in trainer settings"). True where torch cannot tell."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 _retained = False
 
 

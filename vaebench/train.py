@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from vaebench.config import Config
-from vaebench.device import release_heap, retain_freed_memory
+from vaebench.device import cpu_has_bf16, release_heap, retain_freed_memory
 from vaebench.config import Fault, Stopping
 from vaebench.models import BaseVAE, ForwardOutput, LossMode, build_model
 
@@ -249,6 +249,9 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
     model.start_variance(x, train_rows, gene_variance)
     if device.type == "cpu":
         retain_freed_memory()
+        if t.amp and not cpu_has_bf16():
+            log.warning("trainer.amp on a CPU without native bf16 (AVX512-BF16 or AMX): its matrix products are "
+                        "emulated, epochs run many times slower than without amp; set trainer.amp=false here")
     step_loss = forward_loss(model, t.compile, t.amp)
     step_all = whole_step(model, optimizer, cfg.model.grad_clip, t.amp, t.fault is Fault.diverge) \
         if t.cuda_graphs else None

@@ -94,10 +94,10 @@ def main() -> None:
     cuda = torch.device("cuda") if torch.cuda.is_available() else None
     started, load_before = time.time(), os.getloadavg()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    # The host's CPU model can change between runs on a cloud VM (the same code measured ~30 % apart, amp 47x):
-    # every table names it, with torch's vector ISA and whether bf16 is native.
+    # The host's CPU model can change between runs on a cloud VM (AVX-512 one day, AVX2 the next: amp's epoch
+    # 0.8x then 36x float32's): every table names it, with torch's vector ISA and whether oneDNN has bf16 kernels.
     cpu = (f"{device_name(torch.device('cpu'))}, {torch.backends.cpu.get_cpu_capability()}, bf16 "
-           f"{'native' if cpu_has_bf16() else 'emulated'}")
+           f"{'kernels' if cpu_has_bf16() else 'emulated'}")
     print(f"vaebench bench {'(quick) ' if args.quick else ''}{stamp}: {platform.node()}, {cores} cores ({cpu}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY') or 'unset'}, cuda {torch.cuda.get_device_name(0) if cuda else 'none'}; "

@@ -28,7 +28,7 @@ def fake_gpus(monkeypatch):
     """torch sees `n` GPUs (no CUDA call is made: set_device is a no-op), and the driver's device node is there (the
     torch-free checks, vaebench.machine, then leave the device to torch); the slot this process holds is reset."""
     def fake(n: int) -> None:
-        monkeypatch.setattr(machine, "GPU_NODE", __file__)
+        monkeypatch.setattr(machine, "GPU_NODES", (__file__,))
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
         monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
@@ -101,6 +101,15 @@ def test_cuda_index_past_the_device_count_is_a_config_error(fake_gpus):
     with pytest.raises(UserError, match="config key 'device': cuda:2 asked for, but this machine has 2 GPU"):
         device.pick_device("cuda:2")
     assert device.pick_device("cuda:1") == torch.device("cuda", 1)  # a single run: no slot, the GPU asked for
+
+
+def test_the_cpu_is_certain_without_torch_only_where_no_gpu_driver_node_exists(monkeypatch, tmp_path):
+    monkeypatch.setattr(machine, "GPU_NODES", (str(tmp_path / "nvidiactl"),))
+    assert machine.device_type_without_torch("auto") == machine.device_type_without_torch("cpu") == "cpu"
+    (tmp_path / "dxg").touch()  # WSL2's GPU bridge: torch may see CUDA there without NVIDIA's control device
+    monkeypatch.setattr(machine, "GPU_NODES", (str(tmp_path / "nvidiactl"), str(tmp_path / "dxg")))
+    assert machine.device_type_without_torch("auto") is None and machine.device_type_without_torch("cuda:0") is None
+    assert machine.device_type_without_torch("cpu") == "cpu"
 
 
 def test_parallel_jobs_and_jobs_per_gpu(fake_gpus, monkeypatch):

@@ -131,6 +131,14 @@ def test_a_sweeps_jobs_compose_as_hydra_composes_each_one_and_a_bad_value_gets_h
         assert ["data.n_samples=300", "trainer.batch_size=auto", "model=infovae"] not in hydra_calls  # a copy's changes
         with pytest.raises(ConfigCompositionException, match="Error merging override lr=abc"):
             compose_jobs([["lr=abc"]], hydra, GROUPS)
+        # A setting changed before another override adds it: Hydra applies them in order and refuses the change.
+        for job in (["newkey=2", "+newkey=1"], ["newkey.x=2", "+newkey={x: 1}"]):
+            with pytest.raises(ConfigCompositionException):
+                compose(config_name="config", overrides=job)
+            with pytest.raises(ConfigCompositionException):
+                compose_jobs([job], hydra, GROUPS)
+        (added,) = compose_jobs([["+newkey=1", "newkey=2"]], hydra, GROUPS)  # in this order Hydra takes both
+        assert added.newkey == compose(config_name="config", overrides=["+newkey=1", "newkey=2"]).newkey == 2
 
 
 def test_hydras_check_of_a_batch_composes_each_set_of_group_options_once_with_hydras_error():
@@ -163,3 +171,23 @@ def test_hydras_check_of_a_batch_composes_each_set_of_group_options_once_with_hy
         assert composed == [[], ["model=iwae"]]  # 10 jobs, 2 compositions
         with pytest.raises(ConfigCompositionException, match="Error merging override lr=abc"):
             check_batch(sweeper, [["lr=0.1"], ["lr=abc"]])
+
+
+def test_a_sweep_installs_that_check_for_hydras_sweeper(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from hydra.plugins.sweeper import Sweeper
+
+    from conftest import TINY
+    from vaebench import sweep
+    from vaebench.cli import conf_dir
+    from vaebench.config import register_configs
+
+    monkeypatch.setattr(Sweeper, "validate_batch_is_legal", Sweeper.validate_batch_is_legal)  # Hydra's, afterwards
+    monkeypatch.setenv(sweep.INVOCATION_ENV, "")  # what on_multirun_start sets for the jobs, restored after
+    monkeypatch.setattr(sweep, "current_dir", None)
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        config = compose(config_name="config", overrides=[*TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                         return_hydra_config=True)
+        sweep.SweepCallback().on_multirun_start(config)
+    assert Sweeper.validate_batch_is_legal is sweep.check_batch

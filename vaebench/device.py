@@ -114,9 +114,9 @@ def device_name(device: torch.device) -> Optional[str]:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (oneDNN's check: AVX512-BF16 or AMX). Without it torch emulates
-    bf16 matrix products: ~230x slower than float32 on an AVX2 AMD EPYC, which made trainer.amp's epochs 47x
-    slower there (BENCHMARKS.md, "Opt-in trainer settings"). True where torch cannot tell."""
+    """Whether oneDNN has bf16 kernels for this CPU (AVX-512 or newer; AVX512-BF16 and AMX make them native).
+    Without them torch emulates bf16 matrix products: ~230x slower than float32 on an AVX2 AMD EPYC, which made
+    trainer.amp's epochs 36x slower there (BENCHMARKS.md, "Opt-in trainer settings"). True where torch cannot tell."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-GPU_NODE = "/dev/nvidiactl"  # the NVIDIA driver's control device: present wherever CUDA could run
+# Device nodes of the GPU drivers torch can use: NVIDIA's control device, WSL2's GPU bridge, ROCm's. Where none is
+# present torch cannot see a GPU; where one is, only torch can tell.
+GPU_NODES = ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
 
 
 def available_cpus() -> int:
@@ -22,6 +24,6 @@ def device_type_without_torch(device: str) -> Optional[str]:
     """cpu or cuda where that is certain without importing torch; None where only torch can tell."""
     if device == "cpu":
         return "cpu"
-    if device == "auto" and not os.path.exists(GPU_NODE):
+    if device == "auto" and not any(os.path.exists(node) for node in GPU_NODES):
         return "cpu"
     return None

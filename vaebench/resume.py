@@ -3,8 +3,8 @@ in the time it takes to read its result.json (vaebench.task repeats the same che
 picks, for every job that gets past this one).
 
 The device enters a run's identity (results.device_identity: `cuda` on a GPU, the value as written on CPU).
-Without torch it is known for device=cpu, and for device=auto on a machine with no NVIDIA device node
-(/dev/nvidiactl); anywhere else this check steps aside and the task decides with torch.
+Without torch it is known for device=cpu, and for device=auto on a machine with no GPU driver's device node
+(vaebench.machine.GPU_NODES); anywhere else this check steps aside and the task decides with torch.
 """
 
 from __future__ import annotations

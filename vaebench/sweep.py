@@ -95,6 +95,10 @@ def compose_jobs(jobs: Sequence[Sequence[str]], compose_one: Callable[[list[str]
         parsed = parser.parse_overrides(list(overrides))
         changes = [i for i, o in enumerate(parsed) if o.type is OverrideType.CHANGE and o.package is None
                    and "/" not in o.key_or_group and o.key_or_group not in groups]
+        added = [o.key_or_group for o in parsed if o.type is not OverrideType.CHANGE
+                 and o.key_or_group.split("/")[0] not in groups]  # +key=..., ~key: not group options
+        if any(nested(parsed[i].key_or_group, key) for i in changes for key in added):
+            changes = []  # a setting that another override adds or deletes: their order decides, so Hydra composes
         options = tuple(text for i, text in enumerate(overrides) if i not in changes)
         if options not in cache:
             cache[options] = compose_one(list(options))
@@ -106,6 +110,11 @@ def compose_jobs(jobs: Sequence[Sequence[str]], compose_one: Callable[[list[str]
             cfg = compose_one(list(overrides))
         configs.append(cfg)
     return configs
+
+
+def nested(a: str, b: str) -> bool:
+    """Whether two dotted config keys are the same or one holds the other (model, model.hidden_dims)."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
 
 def check_batch(sweeper: Sweeper, batch: Sequence[Sequence[str]]) -> None:

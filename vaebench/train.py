@@ -250,8 +250,8 @@ def fit(cfg: Config, x: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
     if device.type == "cpu":
         retain_freed_memory()
         if t.amp and not cpu_has_bf16():
-            log.warning("trainer.amp on a CPU without native bf16 (AVX512-BF16 or AMX): its matrix products are "
-                        "emulated, epochs run many times slower than without amp; set trainer.amp=false here")
+            log.warning("trainer.amp on a CPU without oneDNN's bf16 kernels (they need AVX-512): its matrix products "
+                        "are emulated, epochs run many times slower than without amp; set trainer.amp=false here")
     step_loss = forward_loss(model, t.compile, t.amp)
     step_all = whole_step(model, optimizer, cfg.model.grad_clip, t.amp, t.fault is Fault.diverge) \
         if t.cuda_graphs else None

@@ -638,7 +638,7 @@ def test_runs_on_different_data_never_share_a_cell(tmp_path, capsys):
     for n, mse in ((1, 0.1), (2, 0.4)):
         sub = tmp_path / "out" / f"experiment-{n}"
         summary = md_tables((sub / "report.md").read_text())[0]
-        assert summary[["runs", "best val_recon_mse"]].values.tolist() == [["2", agg.fmt(mse * 1.001, 3)]]
+        assert summary[["runs", "best val_recon_mse"]].values.tolist() == [["2", agg.fmt.fmt(mse * 1.001, 3)]]
         assert len(pd.read_csv(sub / "results.csv")) == 2 and (sub / "dotplot_vae.png").exists()
 
 

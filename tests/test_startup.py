@@ -54,9 +54,9 @@ def test_a_finished_sweep_resumes_without_torch(tmp_path):
     assert all(json.loads(t)["status"] == "ok" for t in before)
 
 
-def test_the_aggregate_commands_help_and_a_missing_path_load_no_data_library(tmp_path):
+def test_aggregate_and_embed_answer_help_and_a_missing_path_without_the_data_libraries(tmp_path):
     """`vaebench-aggregate --help` and a path that is not there answer before pandas, seaborn, SciPy, statsmodels
-    (and torch) load: 2 s each before, a few hundredths now."""
+    (and torch) load, `vaebench-embed --help` before torch: 2 to 2.5 s each before, a few hundredths now."""
     env = poisoned(tmp_path / "poisoned", "torch", "numpy", "pandas", "matplotlib", "seaborn", "scipy", "statsmodels")
     exe = str(Path(sys.executable).with_name("vaebench-aggregate"))
     helped = subprocess.run([exe, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env)
@@ -65,3 +65,6 @@ def test_the_aggregate_commands_help_and_a_missing_path_load_no_data_library(tmp
                              timeout=240, env=env)
     assert missing.returncode == 2, missing.stderr[-2000:]
     assert missing.stderr == f"vaebench-aggregate: error: no such file or directory: {tmp_path / 'nowhere'} (see --help)\n"
+    embed = subprocess.run([str(Path(exe).with_name("vaebench-embed")), "--help"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=240, env=env)
+    assert embed.returncode == 0 and "MATRIX" in embed.stdout, embed.stderr[-2000:]

@@ -15,22 +15,26 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-import pandas as pd
-import torch
-
-from vaebench.artifacts import MODEL_FILE, NotAModel, latent_frame, load_model, write_csv, write_h5ad
-from vaebench.data.files import Source
-from vaebench.data.prepare import prepare_like
+from vaebench.artifact_files import MODEL_FILE
 from vaebench.errors import UserError
-from vaebench.latent import posterior
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROG = "vaebench-embed"
 
 
 def embed(model_path: Path, matrix: str, out: Path) -> pd.DataFrame:
     """The whole command; the table it wrote. UserError for what the user can fix."""
+    import torch  # here, not at the top: --help and a bad argument answer without torch (2.5 s)
+
+    from vaebench.artifacts import NotAModel, latent_frame, load_model, write_csv, write_h5ad
+    from vaebench.data.files import Source
+    from vaebench.data.prepare import prepare_like
+    from vaebench.latent import posterior
+
     if model_path.is_dir():
         model_path = model_path / MODEL_FILE
     if not model_path.is_file():

@@ -64,7 +64,7 @@ def test_aggregate_and_embed_answer_help_and_a_missing_path_without_the_data_lib
     missing = subprocess.run([exe, str(tmp_path / "nowhere")], cwd=tmp_path, capture_output=True, text=True,
                              timeout=240, env=env)
     assert missing.returncode == 2, missing.stderr[-2000:]
-    assert missing.stderr == f"vaebench-aggregate: error: no such file or directory: {tmp_path / 'nowhere'} (see --help)\n"
+    assert missing.stderr == f"vaebench-aggregate: error: no such file or directory: {tmp_path / 'nowhere'}\n"
     embed = subprocess.run([str(Path(exe).with_name("vaebench-embed")), "--help"], cwd=tmp_path, capture_output=True,
                            text=True, timeout=240, env=env)
     assert embed.returncode == 0 and "MATRIX" in embed.stdout, embed.stderr[-2000:]

@@ -8,6 +8,8 @@ Small pure steps, each testable on its own, one module per job:
 - plots: plot_model / plot_overview;  report: write_report;  pipeline: the steps in order;  cli: the command's
   arguments (argparse only: --help and a bad argument answer at once).
 Every number in report.md is recomputable from results.csv: see "How the numbers are computed" in the report.
+The names below are re-exported on first use; the formatter `fmt` is `vaebench.aggregate.fmt.fmt` (the package's
+`fmt` is its module).
 """
 
 import importlib
@@ -35,6 +37,10 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f"vaebench.aggregate.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = ["AXES", "CELL", "COLLAPSED_LABEL", "FAILURE_LABELS", "FAILURE_MARKERS", "FORMATS", "LATENT_SCORES", "PROG", "Scan",

@@ -34,9 +34,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--format", default="png", help="figure formats, comma-separated from png,svg,pdf "
                         "(default: png)")
     args = parser.parse_args(argv)
-    missing = [p for p in args.paths if not p.exists()]
-    if missing:
-        parser.error(f"no such file or directory: {missing[0]}")
     args.formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     bad = [f for f in args.formats if f not in FORMATS]
     if bad or not args.formats:
@@ -48,11 +45,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+def require_paths(paths: Sequence[Path]) -> None:
+    """UserError for the first path that is not there."""
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"no such file or directory: {p}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    from vaebench.aggregate.pipeline import aggregate
-
     try:
+        require_paths(args.paths)  # before the steps load their libraries: a mistyped path answers at once
+        from vaebench.aggregate.pipeline import aggregate
+
         aggregate(args.paths, args.out, args.metric, args.formats)
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

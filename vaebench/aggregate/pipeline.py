@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from vaebench.aggregate.cli import PROG
+from vaebench.aggregate.cli import PROG, require_paths
 from vaebench.aggregate.collect import (EXPERIMENT, Scan, cells, experiments, levels, numeric_fields, read_runs,
                                         runs_context, successful)
 from vaebench.aggregate.plots import plot_model, plot_overview, save
@@ -34,6 +34,7 @@ def default_metric(df: pd.DataFrame) -> str:
 def aggregate(paths: Sequence[Path], out: Path, metric: Optional[str], formats: Sequence[str]) -> pd.DataFrame:
     """The whole command; UserError for what the user can fix. Returns the summary table it printed (with an
     `experiment` column when the runs were of several). metric None: default_metric."""
+    require_paths(paths)
     scanned, df, dropped = read_runs(paths)
     for p, why in scanned.corrupt:
         print(f"{PROG}: skipped corrupt {p}: {why}", file=sys.stderr)

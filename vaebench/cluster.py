@@ -155,8 +155,7 @@ def finished_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> dict
 
     from vaebench.results import RESULT_FILE
     from vaebench.sweep import job_dirname
-    from vaebench.resume import kept_result
-    from vaebench.task import identity
+    from vaebench.resume import identity, kept_result
 
     config = launcher.config
     naming = config.hydra.job.config.override_dirname

@@ -130,7 +130,7 @@ def dead_result(launcher: Any, overrides: list[str], how: str) -> tuple[Path, di
     from omegaconf import open_dict, read_write
 
     from vaebench.results import METRICS_FILE, Result, finished_result, write_result
-    from vaebench.task import identity
+    from vaebench.resume import identity
 
     sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
     out_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)

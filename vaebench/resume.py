@@ -26,9 +26,27 @@ def already_finished(cfg: DictConfig, out_dir: Path, multirun: bool) -> Optional
     kind = device_type_without_torch(typed.device)
     if kind is None:
         return None
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    done = kept_result(typed, config_hash(device_identity(resolved, kind), schema_defaults(typed)), out_dir, multirun)
+    done = kept_result(typed, job_hash(cfg, typed, kind)[1], out_dir, multirun)
     return None if done is None else {**done, "skipped": True, F.wall_time_s: 0.0}
+
+
+def job_hash(cfg: DictConfig, typed: Config, kind: str) -> tuple[dict[str, Any], str]:
+    """The job's resolved values and its config_hash (what a resume compares) when it trains on `kind` (cpu or
+    cuda): the one formula for the cli's check, the task, a cluster resume and a dead worker's job."""
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return resolved, config_hash(device_identity(resolved, kind), schema_defaults(typed))
+
+
+def identity(cfg: DictConfig, kind: Optional[str] = None) -> tuple[Config, dict[str, Any], str]:
+    """The job's checked config, its resolved values and its config_hash. kind: where it trains, when not this
+    machine's (a SLURM node); this machine's is asked of torch only where that is not certain without it."""
+    typed = validate(cfg)
+    kind = kind or device_type_without_torch(typed.device)
+    if kind is None:
+        from vaebench.device import device_type  # torch
+
+        kind = device_type(typed.device)
+    return (typed, *job_hash(cfg, typed, kind))
 
 
 def kept_result(typed: Config, cfg_hash: str, out_dir: Path, multirun: bool) -> Optional[dict[str, Any]]:

@@ -24,21 +24,20 @@ import numpy as np
 import torch
 import torch._dynamo  # noqa: F401 - a process's first torch.optim optimizer imports it (torch's _disable_dynamo
 # around Optimizer methods): ~0.9 s every job that trains pays once per process, counted here among the imports
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vaebench import __version__
-from vaebench.config import schema_defaults, validate
+from vaebench.config import validate
 from vaebench.data import Dataset
 from vaebench.baselines import assess, cached, held_out_scores, split_key
 from vaebench import artifact_files, claim  # vaebench.artifacts (pandas) only when a run saves a file
-from vaebench.results import (DIVERGED, METRICS_FILE, F, Result, config_hash, describe, device_identity,
-                              write_result)
+from vaebench.results import DIVERGED, METRICS_FILE, F, Result, describe, write_result
 from vaebench.device import (DeviceFailed, broken, deterministic_cuda, device_name, device_type, is_fatal,
                              is_out_of_memory, mark_broken, peak_memory_mb, pick_device, release_memory,
                              reset_peak_memory)
 from vaebench.machine import available_cpus
 from vaebench.precheck import checked_data
-from vaebench.resume import kept_result
+from vaebench.resume import job_hash, kept_result
 from vaebench.progress import MetricsWriter, ProgressBar, Stopwatch
 from vaebench import tracking
 from vaebench.models.base import row_variance
@@ -89,15 +88,6 @@ def device_broke(result: Result, device: torch.device, error: str) -> None:
     log.error("the device is broken for this process: %s", mark_broken(device, result.device_name, error))
 
 
-def identity(cfg: DictConfig, kind: Optional[str] = None) -> tuple[Any, dict[str, Any], str]:
-    """The job's checked config, its resolved values and its config_hash (what a resume compares). kind: where it
-    trains (cpu or cuda), when not this machine's (a SLURM node)."""
-    typed = validate(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    kind = kind or device_type(typed.device)
-    return typed, resolved, config_hash(device_identity(resolved, kind), schema_defaults(typed))
-
-
 def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_bar: bool = False,
         slot_dir: Optional[Path] = None, multirun: bool = False) -> dict[str, Any]:
     """Run the job `cfg` into out_dir and return its result (also written as out_dir/result.json), with the
@@ -109,8 +99,9 @@ def run(cfg: DictConfig, out_dir: Path, threads: Optional[int] = None, progress_
     global _unpaid_imports
     watch = Stopwatch(imports=_unpaid_imports)  # laps from here; the import only in the process's first job
     _unpaid_imports = 0.0
-    typed, resolved, cfg_hash = identity(cfg)
+    typed = validate(cfg)
     kind = device_type(typed.device)
+    resolved, cfg_hash = job_hash(cfg, typed, kind)
     out_dir.mkdir(parents=True, exist_ok=True)
     wants = artifact_files.wanted(typed.trainer, multirun)
     done = kept_result(typed, cfg_hash, out_dir, multirun)

@@ -19,8 +19,9 @@ Every figure comes from this one invocation, so ratios compare like with like:
   smallepoch  the epoch at TCGA-11's size (1,204 x 3,341, batch 100: 11 steps) with one thread, against its floor
   efficiency  a 16-job sweep at TCGA-11's size under the default objective on 2 workers: the epochs' share of
             the workers' time, command start to the first epoch, and each part of a job's fixed cost
-  startup   `vaebench --help`, `--cfg job` and a misspelt key: a fresh process each, no training; and the
-            floor of any process that trains: a fresh Python importing torch and the loop
+  startup   `vaebench --help`, `--cfg job` and a misspelt key, `vaebench-aggregate --help`, `vaebench-embed
+            --help`: a fresh process each, no training; and the floor of any process that trains: a fresh Python
+            importing torch and the loop
   omp       the latent-100 epochs again in fresh processes, with the OpenMP runtime's default wait policy
             and with OMP_WAIT_POLICY=PASSIVE (idle threads sleep instead of spinning): on a shared
             machine a spinning thread loses its core and every parallel region waits for it

@@ -52,8 +52,9 @@ def has_trainer_key(key: str) -> bool:
     return key in TrainerConfig.__dataclass_fields__
 
 
-def vaebench_exe() -> str:
-    return str(Path(sys.executable).with_name("vaebench"))
+def vaebench_exe(command: str = "vaebench") -> str:
+    """An installed command of this environment: vaebench, vaebench-aggregate, vaebench-embed."""
+    return str(Path(sys.executable).with_name(command))
 
 
 def run_cli(args: list[str], env: Optional[dict] = None, timeout: float = 1200) -> float:

@@ -1,6 +1,7 @@
 """Start-up: the commands a user types before any training, `vaebench --help`, `--cfg job` and a misspelt key,
-`vaebench-aggregate --help` and `vaebench-embed --help`, each a fresh process as the user runs it. Target under a second on an idle machine (issue 22); the CPU time of
-the process (user + sys, its children included) is the figure other processes' load hardly moves."""
+`vaebench-aggregate --help` and `vaebench-embed --help`, each a fresh process as the user runs it. Target under a
+second on an idle machine (issue 22); the CPU time of the process (user + sys, its children included) is the figure
+other processes' load hardly moves."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from common import REPO, Context, median, secs
+from common import REPO, Context, median, secs, vaebench_exe
 
 # (label, command, arguments, exit status)
 COMMANDS = (("--help", "vaebench", ["--help"], 0), ("--cfg job", "vaebench", ["--cfg", "job"], 0),
@@ -39,7 +39,7 @@ def fresh_processes(argv: list[str], repeats: int, status: int = 0) -> tuple[lis
 
 def startup(ctx: Context, repeats: int = 5) -> None:
     for label, command, args, status in COMMANDS:
-        walls, cpus = fresh_processes([str(Path(sys.executable).with_name(command)), *args], repeats, status)
+        walls, cpus = fresh_processes([vaebench_exe(command), *args], repeats, status)
         wall, cpu = median(walls), median(cpus)
         ctx.table.add("startup", f"{command} {' '.join(args)} ({label})", secs(wall), target="< 1 s", met=wall < 1.0,
                       note=f"CPU time {secs(cpu)}; median of {repeats} fresh processes")

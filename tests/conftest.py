@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -100,8 +101,10 @@ def poisoned(where: Path, *names: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(where), "HYDRA_FULL_ERROR": "0"}
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 240, entry: str = "vaebench") -> subprocess.CompletedProcess:
-    """The installed command, as a user runs it (cwd decides where outputs/ lands)."""
+def run_cli(*args: str, cwd: Path, timeout: float = 240, entry: str = "vaebench",
+            env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """The installed command, as a user runs it (cwd decides where outputs/ lands); env: the whole environment
+    (default: this one)."""
     exe = Path(sys.executable).with_name(entry)
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+                          env={**(env or os.environ), "HYDRA_FULL_ERROR": "0"})

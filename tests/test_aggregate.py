@@ -8,7 +8,6 @@ import math
 import os
 import re
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from itertools import product
 from pathlib import Path
@@ -19,6 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import run_cli
 from vaebench import aggregate as agg
 
 
@@ -739,9 +739,7 @@ def test_any_numeric_field_is_a_metric(tmp_path):
 
 def command(name: str, *args: str, cwd: Path, cache: Path,
             env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name(name)
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**(env or os.environ), "VAEBENCH_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"})
+    return run_cli(*args, cwd=cwd, timeout=300, entry=name, env={**(env or os.environ), "VAEBENCH_CACHE": str(cache)})
 
 
 @pytest.mark.long(5)

@@ -5,9 +5,6 @@ cannot be imported: each command must behave as usual without it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,19 +17,14 @@ def no_torch(tmp_path) -> dict[str, str]:
     return poisoned(tmp_path / "poisoned", "torch", "numpy", "joblib")
 
 
-def vaebench(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("vaebench")
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=240, env=env)
-
-
 def test_help_cfg_and_a_typo_import_no_torch(tmp_path, no_torch):
-    helped = vaebench("--help", cwd=tmp_path, env=no_torch)
+    helped = run_cli("--help", cwd=tmp_path, env=no_torch)
     assert helped.returncode == 0 and "data.rank=12" in helped.stdout, helped.stderr[-2000:]
-    shown = vaebench("--cfg", "job", "model=iwae", cwd=tmp_path, env=no_torch)
+    shown = run_cli("--cfg", "job", "model=iwae", cwd=tmp_path, env=no_torch)
     assert shown.returncode == 0 and "num_samples: 5" in shown.stdout, shown.stderr[-2000:]
-    typo = vaebench("latnt_dim=5", cwd=tmp_path, env=no_torch)
+    typo = run_cli("latnt_dim=5", cwd=tmp_path, env=no_torch)
     assert typo.returncode == 2 and typo.stderr.strip().endswith("did you mean latent_dim?"), typo.stderr[-2000:]
-    out_of_range = vaebench("latent_dim=0", cwd=tmp_path, env=no_torch)
+    out_of_range = run_cli("latent_dim=0", cwd=tmp_path, env=no_torch)
     assert out_of_range.returncode == 2 and "'latent_dim'" in out_of_range.stderr, out_of_range.stderr[-2000:]
 
 
@@ -47,7 +39,7 @@ def test_a_finished_sweep_resumes_without_torch(tmp_path):
     before = [p.read_text() for p in results]
     # Rerun as a user reruns it, with the default launcher: its worker count (one per core) is counted without
     # torch, and each job finds its result without it, in the main process or in a worker.
-    again = vaebench(*grid, cwd=tmp_path, env=no_torch)  # every job finished: read, never trained
+    again = run_cli(*grid, cwd=tmp_path, env=no_torch)  # every job finished: read, never trained
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("-> skipped") == 2 and "[2/2]" in again.stdout, again.stdout
     assert [p.read_text() for p in results] == before
@@ -58,13 +50,10 @@ def test_aggregate_and_embed_answer_help_and_a_missing_path_without_the_data_lib
     """`vaebench-aggregate --help` and a path that is not there answer before pandas, seaborn, SciPy, statsmodels
     (and torch) load, `vaebench-embed --help` before torch: 2 to 2.5 s each before, a few hundredths now."""
     env = poisoned(tmp_path / "poisoned", "torch", "numpy", "pandas", "matplotlib", "seaborn", "scipy", "statsmodels")
-    exe = str(Path(sys.executable).with_name("vaebench-aggregate"))
-    helped = subprocess.run([exe, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env)
+    helped = run_cli("--help", cwd=tmp_path, entry="vaebench-aggregate", env=env)
     assert helped.returncode == 0 and "--metric" in helped.stdout, helped.stderr[-2000:]
-    missing = subprocess.run([exe, str(tmp_path / "nowhere")], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=240, env=env)
+    missing = run_cli(str(tmp_path / "nowhere"), cwd=tmp_path, entry="vaebench-aggregate", env=env)
     assert missing.returncode == 2, missing.stderr[-2000:]
     assert missing.stderr == f"vaebench-aggregate: error: no such file or directory: {tmp_path / 'nowhere'}\n"
-    embed = subprocess.run([str(Path(exe).with_name("vaebench-embed")), "--help"], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=240, env=env)
+    embed = run_cli("--help", cwd=tmp_path, entry="vaebench-embed", env=env)
     assert embed.returncode == 0 and "MATRIX" in embed.stdout, embed.stderr[-2000:]

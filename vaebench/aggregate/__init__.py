@@ -43,10 +43,4 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-__all__ = ["AXES", "CELL", "COLLAPSED_LABEL", "FAILURE_LABELS", "FAILURE_MARKERS", "FORMATS", "LATENT_SCORES", "PROG", "Scan",
-           "aggregate", "best_config", "cells", "config_text", "default_metric", "Experiments", "experiments", "factor_effects",
-           "failure_rates", "fmt_lr", "fmt_spread", "has_baselines", "latent_against_references",
-           "learning", "levels", "main", "md_table", "no_design",
-           "numeric_fields", "other_settings_that_vary", "parse_args", "read_table", "runs_context", "plot_model", "plot_overview", "plt",
-           "recon_vs_latent", "rho_lines", "rho_meaning", "rho_table", "robustness", "scan", "seed_spread", "sensitivity",
-           "spearman", "successful", "summary", "tabulate", "within_best", "worse", "write_report"]
+__all__ = sorted(["FORMATS", "LATENT_SCORES", "PROG", "main", "parse_args", *_LAZY])
